@@ -1,0 +1,294 @@
+"""Discrete-event engine that drives sans-IO transport machines exactly as a driver would.
+
+One heap holds every future action as ``(time, seq, kind, node, payload, source)``; ``seq``
+breaks ties in FIFO order so runs are reproducible.  The engine calls each machine's
+``receive_datagram`` / ``handle_timer`` and then *flushes* that node only: it drains events,
+sends what ``datagrams_to_send`` returns and re-arms the node's single timer entry when
+``get_timer()`` changed.  Superseded timer entries stay in the heap and are skipped when they
+surface (lazy deletion), so the cost per step does not depend on how many nodes exist: only
+nodes that were touched are looked at, which is what makes 10^4 receivers affordable.
+
+The engine is not under the sans-IO rule: it owns the clock and a seeded
+:class:`random.Random` for delays and loss.  It knows nothing about trees or streams; the
+scenario (:mod:`rmsec.sim.scenario`) builds those on top and observes through callbacks and
+the :class:`Counters`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import itertools
+import random
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from rmsec.errors import RmsecError
+from rmsec.sim.network import NetworkModel
+from rmsec.sim.wireinfo import DATA_TYPE, classify
+from rmsec.transport.events import Event
+from rmsec.wire.packets import Addr
+
+_DELIVER, _TIMER, _CALL = 0, 1, 2
+
+EventHook = Callable[[int, Event, float], None]
+FlushHook = Callable[[int, float], None]
+
+
+class Machine(Protocol):
+    """What the engine needs from a sender, repair head or receiver (docs/dev/TEAM.md)."""
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None: ...
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]: ...
+    def get_timer(self) -> float | None: ...
+    def handle_timer(self, now: float) -> None: ...
+    def next_event(self) -> Event | None: ...
+
+
+class SimulationError(RmsecError):
+    """A machine raised while the engine drove it, or the run went out of bounds."""
+
+
+@dataclasses.dataclass(slots=True)
+class Counters:
+    """Everything the engine counts while moving datagrams (mutable, cheap to bump).
+
+    ``sent`` is keyed by ``(role, packet type)`` and counts datagrams handed to the network
+    (a multicast datagram counts once); ``lost_data`` and ``lost_control`` count dropped
+    copies; ``control_received`` counts, per node, non-DATA copies that reached it.
+    """
+
+    sent: dict[tuple[str, int], int] = dataclasses.field(default_factory=dict)
+    bytes_sent: int = 0
+    repairs_sent: dict[str, int] = dataclasses.field(default_factory=dict)
+    copies_delivered: int = 0
+    lost_data: int = 0
+    lost_data_original: int = 0
+    lost_control: int = 0
+    undeliverable: int = 0
+    events: int = 0
+    control_received: list[int] = dataclasses.field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready copy, with the ``(role, type)`` keys flattened to ``"role/type"``."""
+        return {
+            "sent": {f"{role}/{ptype}": n for (role, ptype), n in sorted(self.sent.items())},
+            "bytes_sent": self.bytes_sent,
+            "repairs_sent": dict(sorted(self.repairs_sent.items())),
+            "copies_delivered": self.copies_delivered,
+            "lost_data": self.lost_data,
+            "lost_data_original": self.lost_data_original,
+            "lost_control": self.lost_control,
+            "undeliverable": self.undeliverable,
+            "events": self.events,
+        }
+
+
+class Simulator:
+    """Nodes, a clock and a heap of pending deliveries, timers and scheduled calls."""
+
+    def __init__(self, network: NetworkModel, *, seed: int = 0, multicast_addr: Addr | None = None) -> None:
+        self.network = network
+        self.now = 0.0
+        self.counters = Counters()
+        self._random = random.Random(seed)
+        self._multicast = multicast_addr
+        self._heap: list[tuple[float, int, int, int, Any, Any]] = []
+        self._seq = itertools.count()
+        self._stop = False
+        self.machines: list[Machine] = []
+        self.addrs: list[Addr] = []
+        self.roles: list[str] = []
+        self._index: dict[Addr, int] = {}
+        self._access: list[float] = []
+        self._timer_at: list[float | None] = []
+        self._running: list[bool] = []
+        self._members: list[int] = []  # started nodes, in start order: the multicast group
+        self._on_event: list[EventHook | None] = []
+        self._on_flush: list[FlushHook | None] = []
+
+    # ---------------------------------------------------------------- building
+
+    def add_node(
+        self,
+        addr: Addr,
+        machine: Machine,
+        role: str,
+        *,
+        on_event: EventHook | None = None,
+        on_flush: FlushHook | None = None,
+    ) -> int:
+        """Register a node (not yet running) and draw its access delay; returns its index."""
+        if addr in self._index:
+            raise SimulationError(f"address {addr} used twice")
+        index = len(self.machines)
+        self.machines.append(machine)
+        self.addrs.append(addr)
+        self.roles.append(role)
+        self._index[addr] = index
+        half_min, half_max = self.network.delay_min / 2, self.network.delay_max / 2
+        self._access.append(self._random.uniform(half_min, half_max))
+        self._timer_at.append(None)
+        self._running.append(False)
+        self._on_event.append(on_event)
+        self._on_flush.append(on_flush)
+        self.counters.control_received.append(0)
+        return index
+
+    def index_of(self, addr: Addr) -> int:
+        return self._index[addr]
+
+    def link_delay(self, a: int, b: int) -> float:
+        """Fixed part of the one-way delay from node ``a`` to node ``b``."""
+        return self._access[a] + self._access[b]
+
+    # ---------------------------------------------------------------- scheduling
+
+    def call_at(self, when: float, action: Callable[[], None]) -> None:
+        """Run ``action`` at simulated time ``when`` (scenario phases, node starts)."""
+        heapq.heappush(self._heap, (max(when, self.now), next(self._seq), _CALL, -1, action, None))
+
+    def start(self, index: int, when: float | None = None) -> None:
+        """Bring node ``index`` up at ``when``: it joins the multicast group and is flushed."""
+
+        def up() -> None:
+            if not self._running[index]:
+                self._running[index] = True
+                self._members.append(index)
+                self.flush(index)
+
+        if when is None or when <= self.now:
+            up()
+        else:
+            self.call_at(when, up)
+
+    def crash(self, index: int) -> None:
+        """Stop node ``index`` now, silently: what it had in flight still arrives elsewhere."""
+        if self._running[index]:
+            self._running[index] = False
+            self._members.remove(index)
+            self._timer_at[index] = None
+
+    def running(self, index: int) -> bool:
+        return self._running[index]
+
+    def request_stop(self) -> None:
+        """End :meth:`run` after the current step (a scenario's completion condition)."""
+        self._stop = True
+
+    # ---------------------------------------------------------------- the loop
+
+    def run(self, until: float, *, max_events: int | None = None) -> bool:
+        """Process events up to simulated time ``until``; True if stopped by request."""
+        self._stop = False
+        heap = self._heap
+        pop = heapq.heappop
+        machines = self.machines
+        timer_at = self._timer_at
+        running = self._running
+        flush = self.flush
+        budget = max_events if max_events is not None else -1
+        while heap and not self._stop:
+            if heap[0][0] > until:
+                break
+            when, _, kind, node, payload, source = pop(heap)
+            self.now = when
+            try:
+                if kind == _DELIVER:
+                    if not running[node]:
+                        continue
+                    machines[node].receive_datagram(payload, source, when)
+                    flush(node)
+                elif kind == _TIMER:
+                    if timer_at[node] != payload or not running[node]:
+                        continue  # superseded by a later get_timer(), or the node is gone
+                    timer_at[node] = None
+                    machines[node].handle_timer(when)
+                    flush(node)
+                else:
+                    payload()
+            except SimulationError:
+                raise
+            except Exception as exc:
+                where = f"node {node} ({self.roles[node]})" if node >= 0 else "scheduled call"
+                raise SimulationError(f"{where} at t={when:.6f}: {exc!r}") from exc
+            self.counters.events += 1
+            if budget >= 0:
+                budget -= 1
+                if budget == 0:
+                    raise SimulationError(f"event budget exhausted at t={when:.6f}")
+        if not self._stop and self.now < until:
+            self.now = until
+        return self._stop
+
+    def flush(self, index: int) -> None:
+        """Collect what node ``index`` has to say after being touched; re-arm its timer."""
+        now = self.now
+        machine = self.machines[index]
+        hook = self._on_event[index]
+        event = machine.next_event()
+        while event is not None:
+            if hook is not None:
+                hook(index, event, now)
+            event = machine.next_event()
+        pump = self._on_flush[index]
+        if pump is not None:
+            pump(index, now)
+        for data, dst in machine.datagrams_to_send(now):
+            self._send(index, data, dst, now)
+        deadline = machine.get_timer()
+        if deadline != self._timer_at[index]:
+            self._timer_at[index] = deadline
+            if deadline is not None:
+                when = deadline if deadline > now else now
+                heapq.heappush(self._heap, (when, next(self._seq), _TIMER, index, deadline, None))
+
+    def _send(self, index: int, data: bytes, dst: Addr, now: float) -> None:
+        counters = self.counters
+        ptype, repair = classify(data)
+        role = self.roles[index]
+        key = (role, ptype)
+        counters.sent[key] = counters.sent.get(key, 0) + 1
+        counters.bytes_sent += len(data)
+        if repair:
+            counters.repairs_sent[role] = counters.repairs_sent.get(role, 0) + 1
+        if dst == self._multicast:
+            targets: list[int] = self._members
+        else:
+            target = self._index.get(dst)
+            if target is None:
+                counters.undeliverable += 1
+                return
+            targets = [target]
+        is_data = ptype == DATA_TYPE
+        network = self.network
+        loss = network.loss if (is_data or network.loss_control) else 0.0
+        jitter = network.jitter
+        rnd = self._random.random
+        access = self._access
+        heap = self._heap
+        seq = self._seq
+        push = heapq.heappush
+        source = self.addrs[index]
+        depart = now + access[index]
+        delivered = lost = 0
+        for target in targets:
+            if target == index:
+                continue
+            if loss and rnd() < loss:
+                lost += 1
+                continue
+            arrive = depart + access[target]
+            if jitter:
+                arrive += jitter * rnd()
+            push(heap, (arrive, next(seq), _DELIVER, target, data, source))
+            delivered += 1
+            if not is_data:
+                counters.control_received[target] += 1
+        counters.copies_delivered += delivered
+        if is_data:
+            counters.lost_data += lost
+            if not repair:
+                counters.lost_data_original += lost
+        else:
+            counters.lost_control += lost

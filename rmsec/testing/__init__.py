@@ -1,0 +1,1 @@
+"""Helpers for tests, the demo and the multi-process runner (not part of the stable API)."""

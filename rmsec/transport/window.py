@@ -1,0 +1,84 @@
+"""Per-stream receive state: what a node holds, what it knows exists, what it has delivered.
+
+``base`` is the lowest sequence number not yet held (everything below is held or was
+delivered); packets above it wait in ``held``.  The selective-acknowledgement bitmap is built
+from ``held``; ``next_known`` is one past the highest sequence this node knows exists (from data
+or hellos), so ``[base, next_known)`` minus ``held`` is exactly what it would ask for.
+"""
+
+from __future__ import annotations
+
+from rmsec.wire.packets import MAX_BITMAP
+
+BITMAP_SPAN = MAX_BITMAP * 8
+
+
+class ReceiveWindow:
+    __slots__ = ("base", "end", "held", "next_known")
+
+    def __init__(self, start: int) -> None:
+        self.base = start
+        self.next_known = start
+        self.end = -1
+        self.held: dict[int, tuple[int, bytes]] = {}
+
+    def add(self, seq: int, flags: int, payload: bytes) -> bool:
+        """Record a packet; False if it is a duplicate or below the window."""
+        if seq < self.base or seq in self.held:
+            return False
+        self.held[seq] = (flags, payload)
+        if seq >= self.next_known:
+            self.next_known = seq + 1
+        return True
+
+    def pop_in_order(self) -> tuple[int, int, bytes] | None:
+        """The packet at ``base`` if held (advancing ``base``), else None."""
+        item = self.held.pop(self.base, None)
+        if item is None:
+            return None
+        seq = self.base
+        self.base += 1
+        return seq, item[0], item[1]
+
+    def learn(self, next_seq: int, end: int) -> None:
+        if next_seq > self.next_known:
+            self.next_known = next_seq
+        if end >= 0:
+            self.end = end
+            if end > self.next_known:
+                self.next_known = end
+
+    def bitmap(self) -> bytes:
+        """Bits for ``base+1 .. base+BITMAP_SPAN`` that are held (little-endian bit order)."""
+        if not self.held:
+            return b""
+        value = 0
+        base = self.base + 1
+        for seq in self.held:
+            offset = seq - base
+            if 0 <= offset < BITMAP_SPAN:
+                value |= 1 << offset
+        return value.to_bytes((value.bit_length() + 7) // 8, "little")
+
+    @property
+    def complete(self) -> bool:
+        return self.end >= 0 and self.base >= self.end
+
+
+def missing_from_ack(have_base: int, bitmap: bytes, upto: int) -> list[int]:
+    """Sequence numbers in ``[have_base, upto)`` that an acknowledgement does not mark held."""
+    if upto <= have_base:
+        return []
+    bits = int.from_bytes(bitmap, "little")
+    missing = []
+    for seq in range(have_base, min(upto, have_base + 1 + BITMAP_SPAN)):
+        offset = seq - have_base - 1
+        if offset < 0 or not (bits >> offset) & 1:
+            missing.append(seq)
+    return missing
+
+
+def highest_in_ack(have_base: int, bitmap: bytes) -> int:
+    """One past the highest sequence an acknowledgement shows as held."""
+    bits = int.from_bytes(bitmap, "little")
+    return have_base + 1 + bits.bit_length() if bits else have_base
