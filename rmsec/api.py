@@ -209,6 +209,12 @@ class ReceiverChannel(_Node):
         parent: Addr | None = self._machine.parent
         return parent
 
+    def _known_streams(self) -> set[int]:
+        """Streams seen here plus those the machine has heard of (a hello, an accept) but
+        not yet delivered from: iteration must not end while one of those is still open."""
+        streams: dict[int, Any] = getattr(self._machine, "streams", {})
+        return self._known | {sid for sid, s in streams.items() if not getattr(s, "own", False)}
+
     def __aiter__(self) -> ReceiverChannel:
         return self
 
@@ -228,7 +234,7 @@ class ReceiverChannel(_Node):
             if isinstance(event, ev.StreamEnded):
                 self._known.add(event.stream)
                 self._ended.add(event.stream)
-                if self._known <= self._ended:
+                if self._known_streams() <= self._ended:
                     self._finished = True
             elif isinstance(event, ev.PrunedByParent):
                 self._finished = True

@@ -197,5 +197,5 @@ class AccessPolicy(abc.ABC):
         """Re-check a current member (periodically, or after :meth:`reload`)."""
         return self.decide(credentials, group, now)
 
-    def reload(self) -> None:
+    def reload(self) -> None:  # noqa: B027 - optional hook with a do-nothing default
         """Re-read external state (allow lists, revocation lists)."""

@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import pluggy
-
 import rmsec_plugins
+
 from rmsec import hookspecs
 from rmsec.errors import ConfigError
 from rmsec.interfaces import AccessPolicy, KeyManagement, SourceAuth
@@ -40,16 +40,16 @@ from rmsec.registry import (
 )
 
 ENTRY_POINT_GROUP = "rmsec"
+BUILTIN_PACKAGE = "rmsec_plugins"
 DISABLE_AUTOLOAD_ENV = "RMSEC_DISABLE_PLUGIN_AUTOLOAD"
 BLOCK_ENV = "RMSEC_BLOCK_PLUGINS"
 
 
 def builtin_plugin_modules() -> list[str]:
     """Module names of the built-in plugins (every subpackage of ``rmsec_plugins``)."""
+    package = importlib.import_module(BUILTIN_PACKAGE)  # installed from plugins/
     return sorted(
-        f"{rmsec_plugins.__name__}.{info.name}"
-        for info in pkgutil.iter_modules(rmsec_plugins.__path__)
-        if info.ispkg
+        f"{BUILTIN_PACKAGE}.{info.name}" for info in pkgutil.iter_modules(package.__path__) if info.ispkg
     )
 
 
@@ -100,10 +100,10 @@ def create_plugin_set(extra_plugins: Sequence[Any] = ()) -> PluginSet:
             origins[ep.name] = f"entry point ({dist})"
             versions[ep.name] = _distribution_version(dist)
     for plugin in extra_plugins:
-        name = pm.register(plugin)
-        if name is not None:
-            origins[name] = "registered at run time"
-            versions[name] = getattr(plugin, "__version__", "unknown")
+        registered = pm.register(plugin)
+        if registered is not None:
+            origins[registered] = "registered at run time"
+            versions[registered] = getattr(plugin, "__version__", "unknown")
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:

@@ -357,24 +357,50 @@ def merkle_root_from_path(
     leaf: bytes, index: int, count: int, path: Sequence[bytes], length: int
 ) -> bytes | None:
     """The root an inclusion path leads to (RFC 9162 §2.1.3.2); ``None`` if it cannot fit."""
+    nodes = merkle_climb(leaf, index, count, path, length)
+    return nodes[-1] if nodes is not None else None
+
+
+def merkle_climb(
+    leaf: bytes,
+    index: int,
+    count: int,
+    path: Sequence[bytes],
+    length: int,
+    known: set[bytes] | frozenset[bytes] = frozenset(),
+) -> list[bytes] | None:
+    """Every node from ``leaf`` up the inclusion path (RFC 9162 §2.1.3.2).
+
+    The climb stops early at the first node in ``known`` (nodes already authenticated in this
+    batch): a node that hashes up to an authentic node is authentic, whatever its position,
+    because leaves and inner nodes are domain separated.  Returns the nodes computed (the last
+    is the root or the known node), or ``None`` when the path does not fit ``index``/``count``.
+    """
     if not 0 <= index < count:
         return None
     fn, sn = index, count - 1
     r = leaf
+    nodes = [r]
+    if r in known:
+        return nodes
+    sha = hashlib.sha256
     for p in path:
         if sn == 0:
             return None
         if fn & 1 or fn == sn:
-            r = hashlib.sha256(b"\x01" + p + r).digest()[:length]
+            r = sha(b"\x01" + p + r).digest()[:length]
             if not fn & 1:
                 while fn & 1 == 0 and fn != 0:
                     fn >>= 1
                     sn >>= 1
         else:
-            r = hashlib.sha256(b"\x01" + r + p).digest()[:length]
+            r = sha(b"\x01" + r + p).digest()[:length]
         fn >>= 1
         sn >>= 1
-    return r if sn == 0 else None
+        nodes.append(r)
+        if r in known:
+            return nodes
+    return nodes if sn == 0 else None
 
 
 # -------------------------------------------------------------------- one-way key chains

@@ -20,6 +20,7 @@ import trio
 import rmsec.api as api
 from rmsec.errors import Pruned
 from rmsec.io.base import Addr, Network
+from rmsec.transport import events
 from rmsec.transport.config import JoinPolicyName, TransportConfig
 
 Progress = Callable[[str], None]
@@ -37,6 +38,7 @@ class Delivery:
     parent: Addr | None = None
     _hash: Any = dataclasses.field(default_factory=hashlib.sha256, repr=False)
     _last_seq: dict[int, int] = dataclasses.field(default_factory=dict, repr=False)
+    _changed: trio.Event = dataclasses.field(default_factory=trio.Event, repr=False)
 
     def add(self, message: api.Message) -> None:
         last = self._last_seq.get(message.sender, -1)
@@ -46,6 +48,12 @@ class Delivery:
         self.count += 1
         self.bytes += len(message.data)
         self._hash.update(message.data)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_for_count(self, count: int) -> None:
+        while self.count < count:
+            await self._changed.wait()
 
     @property
     def sha256(self) -> str:
@@ -91,6 +99,9 @@ class GroupResult:
     elapsed: float
     sender_stats: dict[str, int]
     head_stats: list[dict[str, int]]
+    root_address: Addr
+    sender_events: list[events.Event]
+    addresses: list[Addr]  # every head and receiver
 
     @property
     def all_identical(self) -> bool:
@@ -209,6 +220,8 @@ async def run_group(
             say("stream confirmed by every member")
         sender_stats = tx.stats()
         head_stats = [h.stats() for h in head_nodes]
+        sender_events = list(tx.events)
+        addresses = [n.address for n in (*head_nodes, *rx_nodes)]
     return GroupResult(
         sent_count=messages,
         sent_sha256=digest(payloads),
@@ -216,4 +229,7 @@ async def run_group(
         elapsed=trio.current_time() - started,
         sender_stats=sender_stats,
         head_stats=head_stats,
+        root_address=tx.address,
+        sender_events=sender_events,
+        addresses=addresses,
     )

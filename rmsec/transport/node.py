@@ -41,11 +41,9 @@ from rmsec.transport.events import (
     MemberPruned,
     MessageReceived,
     PrunedByParent,
-    StreamConfirmed,
     StreamEnded,
 )
-from rmsec.transport.ratecontrol import RateController
-from rmsec.transport.window import ReceiveWindow, highest_in_ack, missing_from_ack
+from rmsec.transport.window import ReceiveWindow, missing_from_ack
 from rmsec.wire.packets import (
     MAX_REFERRALS,
     MAX_STREAMS,
@@ -136,7 +134,7 @@ class ChildAck:
 
 class Child:
     __slots__ = (
-        "acks", "addr", "congested", "lag_since", "last_heard", "members", "node_id", "repaired",
+        "acks", "addr", "congested", "lag_seen", "lag_since", "last_heard", "members", "node_id", "repaired",
         "role", "skipping",
     )
 
@@ -150,6 +148,7 @@ class Child:
         self.acks: dict[int, ChildAck] = {}
         self.repaired: dict[int, dict[int, float]] = {}
         self.lag_since: float | None = None
+        self.lag_seen = 0
         self.skipping = False
 
     def subtree_base(self, stream: Stream) -> int:
@@ -307,7 +306,7 @@ class TreeNode:
                 self._deadline_state,
                 self._deadline_ack,
                 self._deadline_maintenance,
-                self._deadline_hello if self.children else None,
+                self._deadline_hello if self._hello_targets() else None,
                 self._deadline_tail_hello,
                 self._deadline_advertise,
                 self._source_timer(),
@@ -466,12 +465,14 @@ class TreeNode:
         self._parent_heard = now
         self._backups = [s for s in self._bind_candidates if s.addr != addr][:MAX_BACKUPS]
         self._bind_candidates = []
-        for stream_id, start in p.starts:
+        for stream_id, start, next_known in p.starts:
             stream = self.streams.get(stream_id)
             if stream is None:
-                self.streams[stream_id] = Stream(stream_id, start)
+                stream = self.streams[stream_id] = Stream(stream_id, start)
             elif not stream.own and start > stream.window.base:
                 self._skip_to(stream, start)
+            if not stream.own:
+                stream.window.learn(next_known, -1)
         self.counters["binds"] += 1
         self._emit(Bound(p.node_id, addr, self.level, previous))
         self._ack_dirty = True
@@ -533,7 +534,8 @@ class TreeNode:
         for stream in list(self.streams.values())[:MAX_STREAMS]:
             start = self._start_for(stream, p.policy, resume.get(stream.id))
             child.acks[stream.id] = ChildAck(start, b"", start, start)
-            starts.append((stream.id, start))
+            w = stream.window
+            starts.append((stream.id, start, max(start, w.base if stream.own else w.next_known)))
         self._send(Accept(self.session, self.node_id, self.level, tuple(starts)), addr)
 
     def _start_for(self, stream: Stream, policy: int, resume: int | None) -> int:
@@ -690,8 +692,11 @@ class TreeNode:
                     self._release(stream)
                 continue
             self._check_slow(child, now)
-        if self._state == _State.BOUND and now - self._last_ack >= cfg.hello_interval:
-            self._deadline_ack = now  # keep-alive for the parent
+        if now - self._last_ack >= cfg.hello_interval and (
+            self._state == _State.BOUND
+            or (self.is_root and any(s.source_addr is not None for s in self.streams.values()))
+        ):
+            self._deadline_ack = now  # keep-alive for the parent (or a secondary sender)
 
     def _check_slow(self, child: Child, now: float) -> None:
         cfg = self.config
@@ -705,8 +710,10 @@ class TreeNode:
             if child.skipping and lag <= threshold // 4:
                 child.skipping = False
             return
-        if child.lag_since is None:
-            child.lag_since = now
+        if child.lag_since is None or lag < child.lag_seen * 3 // 4:
+            # Far behind but catching up (a late joiner, a re-affiliated member) is not slow:
+            # measure again from here.
+            child.lag_since, child.lag_seen = now, lag
             return
         if now - child.lag_since < cfg.slow_timeout or cfg.slow_receiver == "block":
             return
@@ -723,17 +730,22 @@ class TreeNode:
         for stream in self.streams.values():
             self._release(stream)
 
+    def _hello_targets(self) -> list[Addr]:
+        """Who hears this node's hellos: its children."""
+        return list(self.children)
+
     def _send_hellos(self) -> None:
-        if not self.children:
+        targets = self._hello_targets()
+        if not targets:
             return
         states = tuple(
             StreamState(s.id, s.window.base if s.own else s.window.next_known, s.window.end)
             for s in list(self.streams.values())[:MAX_STREAMS]
         )
         raw = Hello(self.session, self.node_id, self.level, states).encode()
-        for addr in self.children:
+        for addr in targets:
             self._out.append((raw, addr))
-        self.counters["hellos_sent"] += len(self.children)
+        self.counters["hellos_sent"] += len(targets)
 
     # ------------------------------------------------------------------ receiving data
 
@@ -749,6 +761,8 @@ class TreeNode:
             if stream is None:
                 return
         if stream.own:
+            if addr != self.parent:
+                self.counters["stream_id_clash"] += 1  # someone else claims our stream id
             return  # our own stream coming back down the tree
         w = stream.window
         seq = p.seq
@@ -774,9 +788,8 @@ class TreeNode:
             self._forward(stream, raw, addr, p.flags)
         while (item := w.pop_in_order()) is not None:
             self._deliver(stream, *item)
-        if stream.cache:
-            if len(stream.cache) > self.config.cache_packets:
-                self._release(stream)
+        if stream.cache and len(stream.cache) > self.config.cache_packets:
+            self._release(stream)
         self._packets_since_ack += 1
         if self._packets_since_ack >= self._ack_threshold:
             self._ack_threshold = self.config.ack_window
@@ -871,6 +884,9 @@ class TreeNode:
             self._ack_dirty = True
 
     def _on_hello(self, p: Hello, raw: bytes, addr: Addr, now: float) -> None:
+        if self.is_root:
+            self._on_source_hello(p, addr, now)
+            return
         if addr != self.parent:
             # It believes we are its child (an Accept we never saw, or a head we left):
             # release the slot it keeps for us.
@@ -898,6 +914,19 @@ class TreeNode:
         # pass the news on so the subtree learns about tails quickly
         if self.children and not self.config.multicast:
             self._deadline_tail_hello = now
+
+    def _on_source_hello(self, p: Hello, addr: Addr, now: float) -> None:
+        """At the root: a secondary sender announcing how far its stream extends."""
+        for state in p.streams:
+            stream = self.streams.get(state.stream)
+            if stream is not None and stream.source_addr == addr:
+                stream.window.learn(state.next_seq, state.end)
+                if stream.window.next_known > stream.window.base:
+                    self._ack_dirty = True
+                    if self._deadline_ack is None:
+                        self._deadline_ack = now
+                    if stream.window.end >= 0:
+                        self._deadline_tail_hello = now
 
     def _deliver_end(self, stream: Stream) -> None:
         if not stream.ended_reported and stream.deliver_next >= stream.window.end:

@@ -41,7 +41,9 @@ class Sender(TreeNode):
             config, session=session, node_id=node_id, rng=rng, now=now, bootstrap=bootstrap,
             parent=parent, accepts_children=is_root, delivers=False,
         )
-        self.stream = int.from_bytes(node_id[:4], "big") if stream is None else stream
+        if stream is None:  # fold the node id: distinct for distinct ids in practice
+            stream = int.from_bytes(node_id[:4], "big") ^ int.from_bytes(node_id[4:], "big")
+        self.stream = stream
         self._own = Stream(self.stream, 0, own=True)
         self.streams[self.stream] = self._own
         self._pending: collections.deque[tuple[int, bytes]] = collections.deque()
@@ -112,6 +114,14 @@ class Sender(TreeNode):
         if stream is self._own:
             return self._source_floor()
         return super()._floor(stream)
+
+    def _hello_targets(self) -> list[Addr]:
+        if self._root_child is not None:  # tell the root how far our stream extends
+            return [self._root_child.addr]
+        return super()._hello_targets()
+
+    def _own_stream(self) -> Stream:
+        return self._own
 
     def _window_open(self) -> bool:
         return self._own.window.base < self._source_floor() + self.config.cache_packets

@@ -2,9 +2,9 @@
 
 from rmsec.wire.codec import MAX_DATAGRAM, WIRE_VERSION, loads_untrusted
 from rmsec.wire.packets import (
+    Accept,
     Ack,
     AckEntry,
-    Accept,
     Addr,
     Bind,
     Data,

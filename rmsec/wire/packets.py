@@ -213,11 +213,14 @@ class Bind(Packet):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Accept(Packet):
+    """Bind accepted; per stream ``(stream, start, next_known)``: where the child's delivery
+    starts and how far the stream is known to extend, so it can ask for repairs at once."""
+
     TYPE = 7
-    FIELDS = (_node_id, _u8, array(record(_u32, _seq), max_len=MAX_STREAMS))
+    FIELDS = (_node_id, _u8, array(record(_u32, _seq, _seq), max_len=MAX_STREAMS))
     node_id: bytes
     level: int
-    starts: tuple[tuple[int, int], ...]
+    starts: tuple[tuple[int, int, int], ...]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

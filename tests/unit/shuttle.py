@@ -29,6 +29,7 @@ class Shuttle:
         self.received_from: dict[Addr, set[Addr]] = {}
         self.down: set[Addr] = set()
         self.drop: Callable[[bytes, Addr, Addr], bool] | None = None
+        self.multicast_sent: dict[Addr, int] = {}
 
     def rng(self, n: int) -> bytes:
         return self.random.randbytes(n)
@@ -43,6 +44,8 @@ class Shuttle:
         node = self.nodes[addr]
         for data, dest in node.datagrams_to_send(self.now):
             targets = [a for a in self.nodes if a != addr] if dest == MULTICAST else [dest]
+            if dest == MULTICAST:
+                self.multicast_sent[addr] = self.multicast_sent.get(addr, 0) + 1
             for target in targets:
                 self.counter += 1
                 heapq.heappush(self.heap, (self.now + self.delay, self.counter, data, addr, target))
@@ -56,7 +59,7 @@ class Shuttle:
             timers = [
                 (t, a) for a, n in self.nodes.items() if a not in self.down and (t := n.get_timer()) is not None
             ]
-            next_timer = min(timers) if timers else (float("inf"), None)
+            next_timer = min(timers, key=lambda x: x[0]) if timers else (float("inf"), None)
             next_packet = self.heap[0][0] if self.heap else float("inf")
             t = min(next_timer[0], next_packet)
             if t > until:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from rmsec.transport import Receiver, RepairHead, Sender, TransportConfig
-from rmsec.transport.events import Bound, MessageReceived, StreamConfirmed
+from rmsec.transport.events import MessageReceived, StreamConfirmed
 from tests.unit.shuttle import Shuttle
 
 SESSION = b"S" * 8
@@ -56,9 +56,9 @@ def test_receivers_bind_and_get_everything_under_loss() -> None:
 def test_sender_hears_only_its_children_during_the_stream() -> None:
     config = TransportConfig(max_children=3)
     net = Shuttle(loss=0.05, seed=3)
-    sender, rx = build(net, config, heads=3, receivers=9)
+    sender, _rx = build(net, config, heads=3, receivers=9)
     net.received_from.clear()  # joining members may solicit the root; the stream must not reach it
-    for i in range(30):
+    for _i in range(30):
         sender.send(bytes(3000), net.now)
     sender.close(net.now)
     net.flush(ROOT)

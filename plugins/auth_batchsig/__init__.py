@@ -1,0 +1,259 @@
+"""Source authentication ``batchsig``: one signature over the Merkle root of a batch.
+
+The sender gathers up to ``batch`` packets (or whatever arrived within ``deadline`` seconds),
+builds the RFC 9162 Merkle tree over them, signs the root once, and gives every packet a
+trailer carrying the signature and its own inclusion path (Wong and Lam's tree chaining).  So
+each packet verifies on its own whatever else is lost, and a receiver pays one signature
+verification per batch: the first packet of a batch to arrive verifies the signature and the
+root is cached; every later packet of that batch costs ``1 + log2(batch)`` short hashes.
+
+Because a trailer depends on packets not yet sent, the signer is deferred (see
+:class:`BatchSigner`): ``submit`` packets, collect ``(packet, trailer)`` pairs from ``ready``,
+and wake at ``get_timer``.  ``protect`` still works and signs a batch of one (per-packet
+signature cost) for callers that cannot wait.
+
+Encodings (CBOR, strict):
+
+- params:  ``[1, alg, sender_id, public_key, hash_len]``;
+- material: empty;
+- trailer: ``[batch_id u64, index u16, count u16, path [hash_len bytes ...], signature]``
+  with ``len(path)`` exactly the RFC 9162 inclusion-path length of ``index`` in ``count``;
+- signed string: ``"rmsec batchsig v1\\0" || len(sender_id) || sender_id || batch_id (8 B) ||
+  count (2 B) || root``;  leaf ``= SHA-256(0x00 || packet)[:hash_len]``, node
+  ``= SHA-256(0x01 || left || right)[:hash_len]``.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rmsec.errors import AuthenticationFailed, ConfigError, MalformedPacket
+from rmsec.hookspecs import hookimpl
+from rmsec.interfaces import Rng, Signer, SourceAuth, Verified, Verifier
+from rmsec.registry import SourceAuthRegistry
+from rmsec.security import authcrypto
+from rmsec.wire.codec import byte_string, check_fields, dumps, int_range, loads_untrusted, uint
+from rmsec_plugins.auth_ed25519.persig import check_options, check_sender_id
+
+VERSION = 1
+DOMAIN = b"rmsec batchsig v1\x00"
+MAX_BATCH = 1024
+MAX_PATH = 10  # ceil(log2(MAX_BATCH))
+_U64 = (1 << 64) - 1
+
+
+class BatchSigner(Signer):
+    """Sender side; deferred: ``submit`` / ``ready`` / ``get_timer`` (see module doc)."""
+
+    def __init__(
+        self,
+        alg: authcrypto.SignatureAlgorithm,
+        key: authcrypto.SigningKey,
+        sender_id: bytes,
+        *,
+        batch: int,
+        deadline: float,
+        hash_len: int,
+    ) -> None:
+        self._key = key
+        self._prefix = authcrypto.signed_message(DOMAIN, sender_id)
+        self._params = dumps(
+            [VERSION, alg.code, sender_id, key.verifying_key().public_bytes(), hash_len]
+        )
+        self.batch = batch
+        self.deadline = deadline
+        self.hash_len = hash_len
+        self._next_batch = 0
+        self._open: list[bytes] = []
+        self._opened_at = 0.0
+        self._ready: list[tuple[bytes, bytes]] = []
+        self.batches_signed = 0
+
+    @property
+    def params(self) -> bytes:
+        return self._params
+
+    # -- immediate API (the interface) -------------------------------------------------
+
+    def protect(self, packet: bytes, now: float) -> bytes:
+        """A batch of one: correct but as costly as a per-packet signature."""
+        return self.protect_many([packet], now)[0]
+
+    def protect_many(self, packets: Sequence[bytes], now: float) -> list[bytes]:
+        """Trailers for ``packets``, signed as consecutive batches of at most ``batch``."""
+        out: list[bytes] = []
+        for start in range(0, len(packets), self.batch):
+            out.extend(self._sign(packets[start : start + self.batch]))
+        return out
+
+    # -- deferred API ------------------------------------------------------------------
+
+    def submit(self, packet: bytes, now: float) -> None:
+        """Add ``packet`` to the open batch; a full batch is signed at once."""
+        if not self._open:
+            self._opened_at = now
+        self._open.append(packet)
+        if len(self._open) >= self.batch:
+            self._close()
+
+    def ready(self, now: float) -> list[tuple[bytes, bytes]]:
+        """Every ``(packet, trailer)`` signed so far, closing the open batch if it is due."""
+        if self._open and now >= self._opened_at + self.deadline:
+            self._close()
+        out, self._ready = self._ready, []
+        return out
+
+    def flush(self, now: float) -> list[tuple[bytes, bytes]]:
+        """Close the open batch now (end of stream) and return everything signed."""
+        if self._open:
+            self._close()
+        return self.ready(now)
+
+    def get_timer(self) -> float | None:
+        """When the open batch must be closed, or ``None`` when none is open."""
+        return self._opened_at + self.deadline if self._open else None
+
+    def _close(self) -> None:
+        packets, self._open = self._open, []
+        self._ready.extend(zip(packets, self._sign(packets), strict=True))
+
+    def _sign(self, packets: Sequence[bytes]) -> list[bytes]:
+        batch_id = self._next_batch
+        self._next_batch += 1
+        self.batches_signed += 1
+        tree = authcrypto.MerkleBatch(
+            [authcrypto.merkle_leaf(p, self.hash_len) for p in packets], self.hash_len
+        )
+        count = len(packets)
+        signature = self._key.sign(
+            self._prefix + authcrypto.u64(batch_id) + count.to_bytes(2, "big") + tree.root
+        )
+        return [
+            dumps([batch_id, index, count, path, signature])
+            for index, path in enumerate(tree.paths)
+        ]
+
+
+class BatchVerifier(Verifier):
+    """Receiver side: verifies each packet alone; caches the roots it has verified."""
+
+    def __init__(self, params: bytes, material: bytes, cache: int) -> None:
+        version, code, sender_id, public, hash_len = check_fields(
+            loads_untrusted(params),
+            (uint(8), uint(8), byte_string(max_len=64), byte_string(max_len=64), int_range(16, 32)),
+        )
+        if version != VERSION or not sender_id or material:
+            raise MalformedPacket("params are not for batchsig v1")
+        alg = authcrypto.SIGNATURES_BY_CODE.get(code) or _bad_alg()
+        self._key = alg.load_public_untrusted(public)
+        self._sig_len = alg.signature_len
+        self._prefix = authcrypto.signed_message(DOMAIN, sender_id)
+        self._hash_len = hash_len
+        #: verified batches (oldest first): signed leaf count and every node known authentic
+        self._batches: collections.OrderedDict[int, tuple[int, set[bytes]]] = (
+            collections.OrderedDict()
+        )
+        self._cache = cache
+        self.signatures_verified = 0
+
+    def verify(self, packet: bytes, trailer: bytes, now: float) -> list[Verified]:
+        batch_id, index, count, path, signature = self._decode_untrusted(trailer)
+        leaf = authcrypto.merkle_leaf(packet, self._hash_len)
+        known = self._batches.get(batch_id)
+        if known is not None:
+            # A later packet of a verified batch: hash up to the first node already known to
+            # be authentic (usually one or two hashes); a forgery naming a known batch costs
+            # hashing only, never a signature verification.
+            signed_count, nodes = known
+            climbed = authcrypto.merkle_climb(leaf, index, count, path, self._hash_len, nodes)
+            if count != signed_count or climbed is None or climbed[-1] not in nodes:
+                raise AuthenticationFailed("packet not in its batch")
+            nodes.update(climbed)
+            nodes.update(path[: len(climbed) - 1])
+            return [Verified(packet, trailer)]
+        climbed = authcrypto.merkle_climb(leaf, index, count, path, self._hash_len)
+        if climbed is None:
+            raise AuthenticationFailed("bad inclusion path")
+        self.signatures_verified += 1
+        root = climbed[-1]
+        if not self._key.verify(
+            signature, self._prefix + authcrypto.u64(batch_id) + count.to_bytes(2, "big") + root
+        ):
+            raise AuthenticationFailed("bad batch signature")
+        self._batches[batch_id] = (count, {*climbed, *path})
+        if len(self._batches) > self._cache:
+            self._batches.popitem(last=False)
+        return [Verified(packet, trailer)]
+
+    def _decode_untrusted(self, trailer: bytes) -> tuple[int, int, int, list[bytes], bytes]:
+        fields = loads_untrusted(trailer)
+        if len(fields) != 5:
+            raise MalformedPacket("batchsig trailer has 5 fields")
+        batch_id, index, count, path, signature = fields
+        if (
+            type(batch_id) is not int
+            or type(index) is not int
+            or type(count) is not int
+            or type(path) is not list
+            or type(signature) is not bytes
+            or not 0 <= batch_id <= _U64
+            or not 0 <= index < count <= MAX_BATCH
+            or len(signature) != self._sig_len
+            or len(path) != authcrypto.merkle_path_length(index, count)
+        ):
+            raise MalformedPacket("bad batchsig trailer")
+        for node in path:
+            if type(node) is not bytes or len(node) != self._hash_len:
+                raise MalformedPacket("bad batchsig path node")
+        return batch_id, index, count, path, signature
+
+
+def _bad_alg() -> authcrypto.SignatureAlgorithm:
+    raise MalformedPacket("unknown signature algorithm")
+
+
+class BatchSigAuth(SourceAuth):
+    """Merkle-tree batch signatures (options: batch, deadline, hash_len, signature, cache)."""
+
+    name = "batchsig"
+    non_repudiable = True
+
+    def __init__(self, *, rng: Rng, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(rng=rng, options=options)
+        check_options(self.options, {"batch", "deadline", "hash_len", "signature", "cache"})
+        o = self.options
+        self.batch = _int_option(o, "batch", 64, 1, MAX_BATCH)
+        self.hash_len = _int_option(o, "hash_len", 16, 16, 32)
+        self.cache = _int_option(o, "cache", 256, 1, 1 << 16)
+        deadline = o.get("deadline", 0.02)
+        if not isinstance(deadline, (int, float)) or not 0 <= deadline <= 60:
+            raise ConfigError("batchsig deadline must be seconds in [0, 60]")
+        self.deadline = float(deadline)
+        self.alg = authcrypto.signature_algorithm(o.get("signature", "ed25519"))
+
+    def signer(self, *, sender_id: bytes, now: float) -> BatchSigner:
+        return BatchSigner(
+            self.alg,
+            self.alg.generate(self.rng),
+            check_sender_id(sender_id),
+            batch=self.batch,
+            deadline=self.deadline,
+            hash_len=self.hash_len,
+        )
+
+    def verifier(self, params: bytes, material: bytes, *, now: float) -> BatchVerifier:
+        return BatchVerifier(params, material, self.cache)
+
+
+def _int_option(options: Mapping[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = options.get(name, default)
+    if type(value) is not int or not low <= value <= high:
+        raise ConfigError(f"option {name} must be an integer in [{low}, {high}], got {value!r}")
+    return value
+
+
+@hookimpl
+def rmsec_register_source_auth(registry: SourceAuthRegistry) -> None:
+    registry.add(BatchSigAuth)

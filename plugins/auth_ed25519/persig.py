@@ -1,0 +1,101 @@
+"""A signature on every packet: the simplest source authentication, and the baseline.
+
+Each trailer is one signature over the packet, so every packet verifies on its own whatever
+else was lost, at the full cost of one public-key operation per packet on both sides.
+
+Encodings (CBOR arrays, decoded strictly as untrusted input):
+
+- params:  ``[1, alg, sender_id, public_key]`` with ``alg`` 1 = Ed25519 (32-byte key),
+  2 = ECDSA P-256 (33-byte compressed point);
+- material: empty (nothing per receiver);
+- trailer: ``[signature]``, 64 bytes (ECDSA as raw ``r || s``).
+
+The signed string is ``"rmsec persig v1\\0" || len(sender_id) || sender_id || packet``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from rmsec.errors import AuthenticationFailed, ConfigError, MalformedPacket
+from rmsec.interfaces import Rng, Signer, SourceAuth, Verified, Verifier
+from rmsec.security import authcrypto
+from rmsec.wire.codec import byte_string, check_fields, dumps, loads_untrusted, uint
+
+PARAMS_VERSION = 1
+DOMAIN = b"rmsec persig v1\x00"
+MAX_SENDER_ID = 64
+
+_sender_id = byte_string(max_len=MAX_SENDER_ID)
+
+
+def check_sender_id(sender_id: bytes) -> bytes:
+    """Sender ids are short byte strings (node ids): refuse anything else early."""
+    if not isinstance(sender_id, bytes) or not 1 <= len(sender_id) <= MAX_SENDER_ID:
+        raise ConfigError(f"sender_id must be 1..{MAX_SENDER_ID} bytes")
+    return sender_id
+
+
+def check_options(options: Mapping[str, Any], known: set[str]) -> None:
+    """Refuse misspelled options rather than silently ignoring them."""
+    unknown = set(options) - known
+    if unknown:
+        raise ConfigError(f"unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
+
+
+class SignatureSigner(Signer):
+    def __init__(
+        self, alg: authcrypto.SignatureAlgorithm, key: authcrypto.SigningKey, sender_id: bytes
+    ) -> None:
+        self._key = key
+        self._prefix = authcrypto.signed_message(DOMAIN, sender_id)
+        self._params = dumps(
+            [PARAMS_VERSION, alg.code, sender_id, key.verifying_key().public_bytes()]
+        )
+
+    @property
+    def params(self) -> bytes:
+        return self._params
+
+    def protect(self, packet: bytes, now: float) -> bytes:
+        return dumps([self._key.sign(self._prefix + packet)])
+
+
+class SignatureVerifier(Verifier):
+    def __init__(self, alg: authcrypto.SignatureAlgorithm, params: bytes, material: bytes) -> None:
+        version, code, sender_id, public = check_fields(
+            loads_untrusted(params),
+            (uint(8), uint(8), _sender_id, byte_string(max_len=alg.public_len)),
+        )
+        if version != PARAMS_VERSION or code != alg.code or not sender_id:
+            raise MalformedPacket("params are not for this method")
+        if material:
+            raise MalformedPacket("this method takes no per-receiver material")
+        self._key = alg.load_public_untrusted(public)
+        self._prefix = authcrypto.signed_message(DOMAIN, sender_id)
+        self._sig = byte_string(max_len=alg.signature_len, exact=alg.signature_len)
+
+    def verify(self, packet: bytes, trailer: bytes, now: float) -> list[Verified]:
+        (signature,) = check_fields(loads_untrusted(trailer), (self._sig,))
+        if not self._key.verify(signature, self._prefix + packet):
+            raise AuthenticationFailed("bad source signature")
+        return [Verified(packet, trailer)]
+
+
+class PerPacketSignatureAuth(SourceAuth):
+    """Base of ``ed25519`` and ``ecdsa-p256``: subclasses name the algorithm."""
+
+    algorithm: ClassVar[str]
+    non_repudiable = True
+
+    def __init__(self, *, rng: Rng, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(rng=rng, options=options)
+        check_options(self.options, set())
+        self._alg = authcrypto.signature_algorithm(self.algorithm)
+
+    def signer(self, *, sender_id: bytes, now: float) -> Signer:
+        return SignatureSigner(self._alg, self._alg.generate(self.rng), check_sender_id(sender_id))
+
+    def verifier(self, params: bytes, material: bytes, *, now: float) -> Verifier:
+        return SignatureVerifier(self._alg, params, material)
