@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import pluggy
-import rmsec_plugins
 
 from rmsec import hookspecs
 from rmsec.errors import ConfigError

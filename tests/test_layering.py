@@ -31,9 +31,12 @@ def violations(path: pathlib.Path) -> list[str]:
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {name}")
         if isinstance(node, ast.Attribute) and node.attr == "urandom":
             found.append(f"{path.relative_to(ROOT)}:{node.lineno} calls os.urandom")
-        if isinstance(node, ast.ImportFrom) and node.module == "os":
-            if any(alias.name == "urandom" for alias in node.names):
-                found.append(f"{path.relative_to(ROOT)}:{node.lineno} imports os.urandom")
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module == "os"
+            and any(alias.name == "urandom" for alias in node.names)
+        ):
+            found.append(f"{path.relative_to(ROOT)}:{node.lineno} imports os.urandom")
     return found
 
 

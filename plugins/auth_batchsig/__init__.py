@@ -35,7 +35,13 @@ from rmsec.interfaces import Rng, Signer, SourceAuth, Verified, Verifier
 from rmsec.registry import SourceAuthRegistry
 from rmsec.security import authcrypto
 from rmsec.wire.codec import byte_string, check_fields, dumps, int_range, loads_untrusted, uint
-from rmsec_plugins.auth_ed25519.persig import check_options, check_sender_id
+from rmsec_plugins.auth_ed25519.persig import (
+    bad_algorithm,
+    check_options,
+    check_sender_id,
+    float_option,
+    int_option,
+)
 
 VERSION = 1
 DOMAIN = b"rmsec batchsig v1\x00"
@@ -146,7 +152,7 @@ class BatchVerifier(Verifier):
         )
         if version != VERSION or not sender_id or material:
             raise MalformedPacket("params are not for batchsig v1")
-        alg = authcrypto.SIGNATURES_BY_CODE.get(code) or _bad_alg()
+        alg = authcrypto.SIGNATURES_BY_CODE.get(code) or bad_algorithm()
         self._key = alg.load_public_untrusted(public)
         self._sig_len = alg.signature_len
         self._prefix = authcrypto.signed_message(DOMAIN, sender_id)
@@ -210,10 +216,6 @@ class BatchVerifier(Verifier):
         return batch_id, index, count, path, signature
 
 
-def _bad_alg() -> authcrypto.SignatureAlgorithm:
-    raise MalformedPacket("unknown signature algorithm")
-
-
 class BatchSigAuth(SourceAuth):
     """Merkle-tree batch signatures (options: batch, deadline, hash_len, signature, cache)."""
 
@@ -224,13 +226,10 @@ class BatchSigAuth(SourceAuth):
         super().__init__(rng=rng, options=options)
         check_options(self.options, {"batch", "deadline", "hash_len", "signature", "cache"})
         o = self.options
-        self.batch = _int_option(o, "batch", 64, 1, MAX_BATCH)
-        self.hash_len = _int_option(o, "hash_len", 16, 16, 32)
-        self.cache = _int_option(o, "cache", 256, 1, 1 << 16)
-        deadline = o.get("deadline", 0.02)
-        if not isinstance(deadline, (int, float)) or not 0 <= deadline <= 60:
-            raise ConfigError("batchsig deadline must be seconds in [0, 60]")
-        self.deadline = float(deadline)
+        self.batch = int_option(o, "batch", 64, 1, MAX_BATCH)
+        self.hash_len = int_option(o, "hash_len", 16, 16, 32)
+        self.cache = int_option(o, "cache", 256, 1, 1 << 16)
+        self.deadline = float_option(o, "deadline", 0.02, 0.0, 60.0)
         self.alg = authcrypto.signature_algorithm(o.get("signature", "ed25519"))
 
     def signer(self, *, sender_id: bytes, now: float) -> BatchSigner:
@@ -245,13 +244,6 @@ class BatchSigAuth(SourceAuth):
 
     def verifier(self, params: bytes, material: bytes, *, now: float) -> BatchVerifier:
         return BatchVerifier(params, material, self.cache)
-
-
-def _int_option(options: Mapping[str, Any], name: str, default: int, low: int, high: int) -> int:
-    value = options.get(name, default)
-    if type(value) is not int or not low <= value <= high:
-        raise ConfigError(f"option {name} must be an integer in [{low}, {high}], got {value!r}")
-    return value
 
 
 @hookimpl

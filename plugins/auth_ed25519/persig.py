@@ -44,6 +44,29 @@ def check_options(options: Mapping[str, Any], known: set[str]) -> None:
         raise ConfigError(f"unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
 
 
+def int_option(options: Mapping[str, Any], name: str, default: int, low: int, high: int) -> int:
+    """An integer option in ``[low, high]``; :class:`ConfigError` naming it otherwise."""
+    value = options.get(name, default)
+    if type(value) is not int or not low <= value <= high:
+        raise ConfigError(f"option {name} must be an integer in [{low}, {high}], got {value!r}")
+    return value
+
+
+def float_option(
+    options: Mapping[str, Any], name: str, default: float, low: float, high: float
+) -> float:
+    """A number option in ``[low, high]`` (ints accepted); :class:`ConfigError` otherwise."""
+    value = options.get(name, default)
+    if type(value) not in (int, float) or not low <= value <= high:
+        raise ConfigError(f"option {name} must be a number in [{low}, {high}], got {value!r}")
+    return float(value)
+
+
+def bad_algorithm() -> authcrypto.SignatureAlgorithm:
+    """For ``SIGNATURES_BY_CODE.get(code) or bad_algorithm()`` on untrusted codes."""
+    raise MalformedPacket("unknown signature algorithm")
+
+
 class SignatureSigner(Signer):
     def __init__(
         self, alg: authcrypto.SignatureAlgorithm, key: authcrypto.SigningKey, sender_id: bytes

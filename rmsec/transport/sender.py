@@ -164,10 +164,10 @@ class Sender(TreeNode):
         return self._rate.deadline(len(self._pending[0][1]) + 40)
 
     def _check_confirmed(self, now: float) -> None:
-        if self._closing and not self.confirmed and not self._pending:
-            if self._source_floor() >= self._own.window.end:
-                self.confirmed = True
-                self._emit(StreamConfirmed(self.stream))
+        done = self._closing and not self._pending and self._source_floor() >= self._own.window.end
+        if done and not self.confirmed:
+            self.confirmed = True
+            self._emit(StreamConfirmed(self.stream))
 
     def _after_acks(self, congested: bool, now: float) -> None:
         floor = self._source_floor()
