@@ -55,6 +55,13 @@ def tagged_hash(tag: bytes, *parts: bytes) -> bytes:
     return h.digest()
 
 
+def prefixed_hash(prefix: bytes, data: bytes, length: int) -> bytes:
+    """SHA-256 of ``prefix || data`` truncated to ``length`` (hash-chain links, EMSS)."""
+    h = hashlib.sha256(prefix)
+    h.update(data)
+    return h.digest()[:length]
+
+
 def u64(value: int) -> bytes:
     """Big-endian 8-byte encoding used inside hashed and signed strings."""
     return value.to_bytes(8, "big")
