@@ -764,6 +764,11 @@ class TreeNode:
             if addr != self.parent:
                 self.counters["stream_id_clash"] += 1  # someone else claims our stream id
             return  # our own stream coming back down the tree
+        if addr != self.parent and addr != stream.source_addr and not self.config.multicast:
+            # In the overlay, data only ever comes down from the parent (or, at the root,
+            # from the stream's source).  Multicast data is checked by the security layer.
+            self.counters["data_from_stranger"] += 1
+            return
         w = stream.window
         seq = p.seq
         if seq >= w.base + 2 * self.config.cache_packets:
@@ -816,9 +821,8 @@ class TreeNode:
         if not self.children:
             return
         if self.config.multicast:
-            # Data reached everyone by multicast; only pass on repairs a child asked us for.
-            if flags & DataFlags.REPAIR:
-                self._ack_dirty = True
+            # Data reached everyone by multicast.  A repair we fetched for ourselves reaches
+            # the children that lack it when their next acknowledgement asks for it.
             return
         self._deadline_tail_hello = None
         for child_addr in self.children:
