@@ -304,17 +304,28 @@ async def _run_node(
     last_words: Callable[[float], object] | None,
     finish: Callable[[_Node], Any] | None = None,
 ) -> AsyncIterator[_Node]:
-    """Run ``machine`` for the body of the ``async with``; the common part of every open_*."""
+    """Run ``machine`` for the body of the ``async with``; the common part of every open_*.
+
+    The driver's tasks live in a nursery around the body.  trio wraps whatever leaves a
+    nursery in an ``ExceptionGroup``; an exception of the caller's own body (``Pruned`` from
+    the iteration, say) is unwrapped again, so ``except rmsec.errors.Pruned`` works.  A
+    failure of the driver itself stays grouped.
+    """
     observers: list[Callable[[ev.Event], None]] = []
     driver = NodeDriver(machine, sockets, observe=lambda e: observers[0](e), keep=keep)
     node = node_factory(driver)
     observers.append(node._observe)
+    body_error: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(driver.run)
             try:
                 await driver.wait_until(lambda: ready(node))
-                yield node
+                try:
+                    yield node
+                except BaseException as exc:
+                    body_error = exc
+                    raise
                 if finish is not None:
                     await finish(node)
             finally:
@@ -322,10 +333,15 @@ async def _run_node(
                 # cancelled, and the datagrams go out without waiting.
                 driver.final(last_words)
                 nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        if body_error is None or len(group.exceptions) != 1 or group.exceptions[0] is not body_error:
+            raise
     finally:
         with trio.CancelScope(shield=True):
             sockets.close()
             await trio.lowlevel.checkpoint()
+    if body_error is not None:
+        raise body_error  # outside the except block: no group attached as its context
 
 
 def _check_credentials(credentials: object) -> None:

@@ -25,8 +25,15 @@ from rmsec.testing.group import GroupResult, run_group
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="rmsec demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--network", choices=("memory", "udp", "ip_multicast"), default="memory")
+    parser = argparse.ArgumentParser(
+        prog="rmsec demo",
+        description="Run a whole group in one process and report what every receiver delivered.",
+    )
+    parser.add_argument(
+        "--network", choices=("memory", "udp", "ip_multicast"), default="memory",
+        help="memory (virtual time), udp (127.0.0.1), or ip_multicast (run it inside a network "
+        "namespace with a 224.0.0.0/4 route on lo)",
+    )
     parser.add_argument("--receivers", type=int, default=20, metavar="N")
     parser.add_argument("--heads", type=int, default=2, metavar="H")
     parser.add_argument("--loss", type=float, default=0.0, metavar="P",

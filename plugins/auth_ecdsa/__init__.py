@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from rmsec.hookspecs import hookimpl
 from rmsec.registry import SourceAuthRegistry
-from rmsec_plugins.auth_ed25519.persig import PerPacketSignatureAuth
+
+from ..auth_ed25519.persig import PerPacketSignatureAuth
 
 
 class EcdsaP256Auth(PerPacketSignatureAuth):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from rmsec.hookspecs import hookimpl
 from rmsec.registry import SourceAuthRegistry
-from rmsec_plugins.auth_ed25519.persig import PerPacketSignatureAuth
+
+from .persig import PerPacketSignatureAuth
 
 
 class Ed25519Auth(PerPacketSignatureAuth):

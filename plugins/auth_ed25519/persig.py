@@ -44,6 +44,59 @@ def check_options(options: Mapping[str, Any], known: set[str]) -> None:
         raise ConfigError(f"unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
 
 
+# Canonical CBOR heads for the fixed trailer layouts of the auth plugins.  cbor2.dumps costs
+# ~0.7 µs per trailer, as much as the MAC it carries; these build the identical bytes (the
+# known-answer tests in tests/unit/test_auth_crypto.py hold them to codec.dumps) in ~0.15 µs.
+
+
+def cbor_uint(value: int) -> bytes:
+    """Canonical CBOR unsigned integer (major type 0, shortest form)."""
+    return _head(0x00, value)
+
+
+def cbor_bytes_head(length: int) -> bytes:
+    """Canonical CBOR byte-string head (major type 2) for ``length`` bytes."""
+    return _head(0x40, length)
+
+
+def cbor_array_head(length: int) -> bytes:
+    """Canonical CBOR array head (major type 4) for ``length`` items."""
+    return _head(0x80, length)
+
+
+def _head(major: int, value: int) -> bytes:
+    if value < 24:
+        return bytes((major | value,))
+    if value < 0x100:
+        return bytes((major | 24, value))
+    if value < 0x10000:
+        return bytes((major | 25,)) + value.to_bytes(2, "big")
+    if value < 0x100000000:
+        return bytes((major | 26,)) + value.to_bytes(4, "big")
+    return bytes((major | 27,)) + value.to_bytes(8, "big")
+
+
+def read_uint(buf: bytes, pos: int) -> tuple[int, int]:
+    """A CBOR unsigned integer at ``pos``: ``(value, next position)``; ``(-1, pos)`` if the
+    byte there is no unsigned integer.  For fast paths; IndexError on truncation."""
+    b = buf[pos]
+    if b < 24:
+        return b, pos + 1
+    if b == 24:
+        return buf[pos + 1], pos + 2
+    if 25 <= b <= 27:
+        end = pos + 1 + (2, 4, 8)[b - 25]
+        if end > len(buf):
+            raise IndexError(end)
+        return int.from_bytes(buf[pos + 1 : end], "big"), end
+    return -1, pos
+
+
+def cbor_bstr(value: bytes) -> bytes:
+    """Canonical CBOR byte string."""
+    return _head(0x40, len(value)) + value
+
+
 def int_option(options: Mapping[str, Any], name: str, default: int, low: int, high: int) -> int:
     """An integer option in ``[low, high]``; :class:`ConfigError` naming it otherwise."""
     value = options.get(name, default)
@@ -76,13 +129,14 @@ class SignatureSigner(Signer):
         self._params = dumps(
             [PARAMS_VERSION, alg.code, sender_id, key.verifying_key().public_bytes()]
         )
+        self._head = cbor_array_head(1) + cbor_bytes_head(alg.signature_len)
 
     @property
     def params(self) -> bytes:
         return self._params
 
     def protect(self, packet: bytes, now: float) -> bytes:
-        return dumps([self._key.sign(self._prefix + packet)])
+        return self._head + self._key.sign(self._prefix + packet)
 
 
 class SignatureVerifier(Verifier):
@@ -98,9 +152,14 @@ class SignatureVerifier(Verifier):
         self._key = alg.load_public_untrusted(public)
         self._prefix = authcrypto.signed_message(DOMAIN, sender_id)
         self._sig = byte_string(max_len=alg.signature_len, exact=alg.signature_len)
+        self._head = cbor_array_head(1) + cbor_bytes_head(alg.signature_len)
+        self._trailer_len = len(self._head) + alg.signature_len
 
     def verify(self, packet: bytes, trailer: bytes, now: float) -> list[Verified]:
-        (signature,) = check_fields(loads_untrusted(trailer), (self._sig,))
+        if len(trailer) == self._trailer_len and trailer.startswith(self._head):
+            signature = trailer[len(self._head) :]  # the canonical encoding: skip the parser
+        else:
+            (signature,) = check_fields(loads_untrusted(trailer), (self._sig,))
         if not self._key.verify(signature, self._prefix + packet):
             raise AuthenticationFailed("bad source signature")
         return [Verified(packet, trailer)]

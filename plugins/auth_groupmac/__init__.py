@@ -30,7 +30,13 @@ from rmsec.interfaces import Rng, Signer, SourceAuth, Verified, Verifier
 from rmsec.registry import SourceAuthRegistry
 from rmsec.security import authcrypto
 from rmsec.wire.codec import byte_string, check_fields, dumps, int_range, loads_untrusted, uint
-from rmsec_plugins.auth_ed25519.persig import check_options, check_sender_id
+
+from ..auth_ed25519.persig import (
+    cbor_array_head,
+    cbor_bytes_head,
+    check_options,
+    check_sender_id,
+)
 
 VERSION = 1
 DOMAIN = b"rmsec groupmac v1\x00"
@@ -48,6 +54,7 @@ class GroupMacSigner(Signer):
         self._prefix = authcrypto.signed_message(DOMAIN, sender_id)
         self._params = dumps([VERSION, sender_id, _key_id(key), mac_len])
         self._material = dumps([VERSION, key])
+        self._head = cbor_array_head(1) + cbor_bytes_head(mac_len)
 
     @property
     def params(self) -> bytes:
@@ -57,7 +64,7 @@ class GroupMacSigner(Signer):
         return self._material
 
     def protect(self, packet: bytes, now: float) -> bytes:
-        return dumps([authcrypto.packet_mac(self._key, self._prefix + packet, self._mac_len)])
+        return self._head + authcrypto.packet_mac(self._key, self._prefix + packet, self._mac_len)
 
 
 class GroupMacVerifier(Verifier):
@@ -77,9 +84,14 @@ class GroupMacVerifier(Verifier):
         self._mac_len = mac_len
         self._prefix = authcrypto.signed_message(DOMAIN, sender_id)
         self._tag = byte_string(max_len=mac_len, exact=mac_len)
+        self._head = cbor_array_head(1) + cbor_bytes_head(mac_len)
+        self._trailer_len = len(self._head) + mac_len
 
     def verify(self, packet: bytes, trailer: bytes, now: float) -> list[Verified]:
-        (tag,) = check_fields(loads_untrusted(trailer), (self._tag,))
+        if len(trailer) == self._trailer_len and trailer.startswith(self._head):
+            tag = trailer[len(self._head) :]  # the canonical encoding: skip the parser
+        else:
+            (tag,) = check_fields(loads_untrusted(trailer), (self._tag,))
         expected = authcrypto.packet_mac(self._key, self._prefix + packet, self._mac_len)
         if not authcrypto.mac_equal(tag, expected):
             raise AuthenticationFailed("bad group MAC")

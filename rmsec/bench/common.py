@@ -189,8 +189,13 @@ def _draw(ax: Any, panel: Panel) -> None:
         ax.axhline(panel.target, linestyle="--", color="grey", label="target")
     if panel.logx:
         ax.set_xscale("log")
+        xs = sorted({x for points in panel.series.values() for x, _ in points})
+        ax.set_xticks(xs, [f"{x:,g}" for x in xs])
+        ax.minorticks_off()
     if panel.logy:
         ax.set_yscale("log")
+    else:
+        ax.set_ylim(bottom=0)
     ax.set_title(panel.title)
     ax.set_xlabel(panel.xlabel)
     ax.set_ylabel(panel.ylabel)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import socket
 import subprocess
 import sys
@@ -29,7 +28,17 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from rmsec.bench.common import Panel, Progress, bench_parser, emit, environment, plot, stopwatch, target
+from rmsec.bench.common import (
+    Panel,
+    Progress,
+    bench_parser,
+    emit,
+    environment,
+    plot,
+    stopwatch,
+    target,
+)
+from rmsec.transport.config import SlowReceiverPolicy
 
 PAYLOAD = 1200
 #: The blast's end-of-run marker; several are sent since any one may be lost.
@@ -48,43 +57,49 @@ def run_simulator(args: argparse.Namespace, progress: Progress) -> dict[str, Any
     from rmsec.transport import TransportConfig
 
     sizes: list[int] = args.sizes
+    seeds: list[int] = args.seeds or [args.seed]
     runs: list[dict[str, Any]] = []
-    for n in sizes:
+    for n, seed in ((n, seed) for n in sizes for seed in seeds):
         config = SimConfig(
             receivers=n,
             messages=args.messages,
             message_size=args.message_size,
             loss=args.sim_loss,
-            seed=args.seed,
+            seed=seed,
             transport=TransportConfig(multicast=not args.unicast),
         )
-        progress(f"simulator: N={n:,} receivers, {args.messages} messages")
+        progress(f"simulator: N={n:,} receivers, {args.messages} messages, seed {seed}")
         result = run(config, report=progress)
         metrics, timing, delivery = result["metrics"], result["time"], result["delivery"]
         runs.append(
             {
                 "receivers": n,
+                "seed": seed,
                 "heads": result["tree"]["heads"],
                 "levels": result["tree"]["levels"],
                 "delivered_all": delivery["all_ok"],
                 "receivers_ok": delivery["receivers_ok"],
+                "root_children": result["tree"]["root_children"],
                 "control_at_sender_per_1000_data": metrics["control_at_sender_per_1000_data"],
+                "control_at_sender_by_type": metrics["control_at_sender_by_type"],
+                "receiver_duplicates": metrics["receiver_duplicates"],
                 "control_at_head_max": metrics["control_at_head_max"],
                 "head_repair_share": metrics["head_repair_share"],
                 "retransmissions_per_loss": metrics["retransmissions_per_loss"],
                 "repairs_by_heads": metrics["repairs_by_heads"],
                 "repairs_by_sender": metrics["repairs_by_sender"],
                 "data_copies_lost": metrics["data_copies_lost"],
+                "bind_sim_s": timing["bind_sim_s"],
                 "data_sim_s": timing["data_sim_s"],
                 "wall_s": timing["wall_s"],
                 "events": timing["events"],
                 "detail": result,
             }
         )
-    control = [r["control_at_sender_per_1000_data"] for r in runs]
+    control = [y for _, y in per_size(runs, "control_at_sender_per_1000_data")]
     shares = [r["head_repair_share"] for r in runs]
     retrans = [r["retransmissions_per_loss"] for r in runs]
-    largest = runs[-1]
+    largest = max(runs, key=lambda r: (r["receivers"], r["wall_s"]))
     spread = (max(control) / min(control) - 1) if control and min(control) > 0 else None
     return {
         "description": "simulator, multicast data plane" if not args.unicast else "simulator, unicast overlay",
@@ -97,6 +112,14 @@ def run_simulator(args: argparse.Namespace, progress: Progress) -> dict[str, Any
             "all_delivered": all(r["delivered_all"] for r in runs),
         },
     }
+
+
+def per_size(runs: Sequence[dict[str, Any]], key: str) -> list[tuple[float, float]]:
+    """``(receivers, mean of key over the seeds)`` in order of group size (None counts as 0)."""
+    sums: dict[int, list[float]] = {}
+    for r in runs:
+        sums.setdefault(r["receivers"], []).append(float(r[key] or 0.0))
+    return [(n, sum(v) / len(v)) for n, v in sorted(sums.items())]
 
 
 def _min(values: Sequence[float | None]) -> float | None:
@@ -145,11 +168,11 @@ async def _blast_receiver() -> None:
                     done = True
                     break
                 if not packets:
-                    first = time.perf_counter()
+                    first = time.monotonic()
                 packets += 1
                 received += len(data)
-                last = time.perf_counter()
-    _say({"bytes": received, "packets": packets, "seconds": last - first})
+                last = time.monotonic()
+    _say({"bytes": received, "packets": packets, "first_at": first, "last_at": last})
 
 
 async def _rmsec_receiver(announcement: bytes, loss: float, seed: int, expect: int) -> None:
@@ -158,30 +181,38 @@ async def _rmsec_receiver(announcement: bytes, loss: float, seed: int, expect: i
 
     import rmsec
     import rmsec.io
+    from rmsec.errors import ChannelClosed
 
     digest = hashlib.sha256()
     received = messages = 0
     first = last = 0.0
+    failure: str | None = None
     network = rmsec.io.udp(host="127.0.0.1", loss=loss, seed=seed)
-    async with rmsec.open_receiver(announcement, network=network) as rx:  # type: ignore[attr-defined]
+    async with rmsec.open_receiver(announcement, network=network) as rx:
         _say({"ready": True})
-        with trio.move_on_after(3600):
-            async for message in rx:
-                if not messages:
-                    first = time.perf_counter()
-                messages += 1
-                received += len(message.data)
-                digest.update(message.data)
-                last = time.perf_counter()
-                if received >= expect:
-                    break
+        # Iterate to the natural end (the stream's end), bounded in case it never comes.
+        with trio.move_on_after(max(120.0, expect / 200_000)) as scope:
+            try:
+                async for message in rx:
+                    if not messages:
+                        first = time.monotonic()
+                    messages += 1
+                    received += len(message.data)
+                    digest.update(message.data)
+                    last = time.monotonic()
+            except ChannelClosed as exc:  # e.g. pruned as a slow receiver: report, do not crash
+                failure = f"{type(exc).__name__}: {exc}"
+        if scope.cancelled_caught:
+            failure = "timed out before the stream ended"
         stats = rx.stats()
     _say(
         {
             "bytes": received,
             "messages": messages,
-            "seconds": last - first,
+            "first_at": first,
+            "last_at": last,
             "digest": digest.hexdigest(),
+            "failure": failure,
             "stats": {k: v for k, v in stats.items() if isinstance(v, int)},
         }
     )
@@ -228,6 +259,16 @@ class Worker:
 # ====================================================================== UDP part: runs
 
 
+def _rates(reports: list[dict[str, Any]], start: float) -> list[float]:
+    """MB/s each receiver got, from the sender's first datagram to its own last arrival.
+
+    ``time.monotonic`` is one system-wide clock on Linux, so the parent's start and the
+    workers' arrival times compare directly; measuring from the sender's start (rather than
+    the receiver's first arrival) keeps a full socket buffer from flattering short runs.
+    """
+    return [r["bytes"] / (r["last_at"] - start) / 1e6 for r in reports if r["last_at"] > start]
+
+
 def blast(receivers: int, total_bytes: int, progress: Progress) -> dict[str, Any]:
     """Raw unreliable UDP: ``total_bytes`` to each receiver in 1200-byte datagrams, round-robin."""
     workers = [Worker("blast") for _ in range(receivers)]
@@ -237,12 +278,13 @@ def blast(receivers: int, total_bytes: int, progress: Progress) -> dict[str, Any
         payload = bytes(PAYLOAD)
         targets = [("127.0.0.1", port) for port in ports]
         progress(f"blast: {count:,} x {PAYLOAD} B to each of {receivers} receiver(s)")
+        start = time.monotonic()
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock, stopwatch() as elapsed:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
             send = sock.sendto
             for _ in range(count):
                 for addr in targets:
-                    try:
+                    try:  # noqa: SIM105 - hot loop: a bare try costs less than suppress()
                         send(payload, addr)
                     except OSError:  # ENOBUFS on an overloaded loopback: a loss like any other
                         pass
@@ -255,7 +297,7 @@ def blast(receivers: int, total_bytes: int, progress: Progress) -> dict[str, Any
     finally:
         for w in workers:
             w.close()
-    rates = [r["bytes"] / r["seconds"] / 1e6 for r in reports if r["seconds"] > 0]
+    rates = _rates(reports, start)
     delivered = sum(r["packets"] for r in reports) / (count * receivers)
     return {
         "receivers": receivers,
@@ -267,13 +309,29 @@ def blast(receivers: int, total_bytes: int, progress: Progress) -> dict[str, Any
     }
 
 
-def rmsec_goodput(receivers: int, total_bytes: int, loss: float, seed: int, progress: Progress) -> dict[str, Any]:
-    """Send ``total_bytes`` in 1200-byte messages through rmsec over UDP; time it."""
+def rmsec_goodput(
+    receivers: int,
+    total_bytes: int,
+    loss: float,
+    seed: int,
+    progress: Progress,
+    *,
+    slow_receiver: SlowReceiverPolicy = "block",
+) -> dict[str, Any]:
+    """Send ``total_bytes`` in 1200-byte messages through rmsec over UDP; time it.
+
+    ``slow_receiver`` is the transport's policy for a member that falls behind: a goodput
+    figure means "everyone got everything", so the benchmark defaults to ``block``.
+    """
     import trio
+
+    from rmsec.transport import TransportConfig
 
     count = max(1, total_bytes // PAYLOAD)
     expect = count * PAYLOAD
-    result: dict[str, Any] = {"receivers": receivers, "loss": loss, "messages": count}
+    result: dict[str, Any] = {
+        "receivers": receivers, "loss": loss, "messages": count, "slow_receiver": slow_receiver,
+    }
 
     async def sender() -> None:
         import rmsec
@@ -284,18 +342,19 @@ def rmsec_goodput(receivers: int, total_bytes: int, loss: float, seed: int, prog
         digest = hashlib.sha256(b"".join(payloads)).hexdigest()
         workers: list[Worker] = []
         try:
-            async with rmsec.open_sender(network=network) as tx:  # type: ignore[attr-defined]
+            config = TransportConfig(slow_receiver=slow_receiver)
+            async with rmsec.open_sender(network=network, config=config) as tx:
                 announcement: bytes = tx.announcement
                 for k in range(receivers):
                     workers.append(Worker("rmsec", announcement.hex(), repr(loss), str(seed + k), str(expect)))
                 for w in workers:
                     await trio.to_thread.run_sync(w.read)  # {"ready": true}: bound into the tree
                 progress(f"rmsec: {count:,} x {PAYLOAD} B to {receivers} receiver(s), loss {loss:.0%}")
-                start = time.perf_counter()
+                start = time.monotonic()
                 for payload in payloads:
                     await tx.send(payload)
-                queued = time.perf_counter()
-            confirmed = time.perf_counter()
+                queued = time.monotonic()
+            confirmed = time.monotonic()
             reports = [await trio.to_thread.run_sync(w.read) for w in workers]
             result.update(
                 {
@@ -303,8 +362,8 @@ def rmsec_goodput(receivers: int, total_bytes: int, loss: float, seed: int, prog
                     "confirm_seconds": confirmed - start,
                     "sender_mb_s": expect / (confirmed - start) / 1e6,
                     "all_ok": all(r["bytes"] == expect and r["digest"] == digest for r in reports),
-                    "per_receiver_mb_s": sum(expect / r["seconds"] / 1e6 for r in reports if r["seconds"] > 0)
-                    / max(1, len(reports)),
+                    "failures": [r["failure"] for r in reports if r.get("failure")],
+                    "per_receiver_mb_s": sum(_rates(reports, start)) / max(1, len(reports)),
                     "sender_stats": {k: v for k, v in tx.stats().items() if isinstance(v, int)},
                     "receiver_stats": [r["stats"] for r in reports],
                 }
@@ -325,7 +384,9 @@ def run_udp(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
         rows.append({"kind": "blast", **ceiling})
         for loss in args.udp_loss:
             try:
-                figures = rmsec_goodput(receivers, args.bytes, loss, args.seed, progress)
+                figures = rmsec_goodput(
+                    receivers, args.bytes, loss, args.seed, progress, slow_receiver=args.slow_receiver
+                )
             except Exception as exc:  # one failed configuration must not lose the others
                 figures = {"receivers": receivers, "loss": loss, "error": repr(exc)}
             if "per_receiver_mb_s" in figures and ceiling["per_receiver_mb_s"]:
@@ -346,22 +407,22 @@ def charts(result: dict[str, Any]) -> list[Panel]:
         panels.append(
             Panel(
                 "Control packets at the sender", "receivers", "per 1000 data packets",
-                {"sender": [(r["receivers"], r["control_at_sender_per_1000_data"]) for r in runs]}, logx=True,
+                {"sender": per_size(runs, "control_at_sender_per_1000_data")}, logx=True,
             )
         )
         panels.append(
             Panel(
                 "Repairs", "receivers", "ratio",
                 {
-                    "share served by heads": [(r["receivers"], r["head_repair_share"] or 0.0) for r in runs],
-                    "retransmissions per loss": [(r["receivers"], r["retransmissions_per_loss"] or 0.0) for r in runs],
+                    "share served by heads": per_size(runs, "head_repair_share"),
+                    "retransmissions per loss": per_size(runs, "retransmissions_per_loss"),
                 },
                 logx=True,
             )
         )
         panels.append(
             Panel("Simulator wall time", "receivers", "seconds",
-                  {"wall": [(r["receivers"], r["wall_s"]) for r in runs]}, logx=True, logy=True, target=120.0)
+                  {"wall": per_size(runs, "wall_s")}, logx=True, logy=True, target=120.0)
         )
     udp = result.get("udp")
     if udp:
@@ -389,10 +450,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--messages", type=int, default=None, help="messages per simulator run")
     parser.add_argument("--message-size", type=int, default=1000)
     parser.add_argument("--sim-loss", type=float, default=0.05)
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="simulate each size once per seed (default: --seed only)")
     parser.add_argument("--unicast", action="store_true", help="simulate the unicast overlay instead of multicast")
     parser.add_argument("--bytes", type=int, default=None, help="bytes to each UDP receiver (default 100 MB)")
     parser.add_argument("--fanouts", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--udp-loss", type=float, nargs="+", default=[0.0, 0.01, 0.05])
+    parser.add_argument("--slow-receiver", choices=("block", "prune", "skip"), default="block",
+                        help="transport policy for laggards in the UDP runs (default block: goodput "
+                             "means everyone got everything)")
+    parser.add_argument("--from-json", metavar="RESULT", default=None,
+                        help="run nothing: re-draw the charts of an earlier result (with --plot)")
     return parser
 
 
@@ -400,6 +468,11 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["_worker"]:
         return worker_main(argv[1:])
     args = build_parser().parse_args(argv)
+    if args.from_json:
+        with open(args.from_json, encoding="utf-8") as source:
+            saved: dict[str, Any] = json.load(source)
+        written = plot(args.plot or "bench-transport.png", charts(saved), title="rmsec bench transport")
+        return 0 if written else 1
     args.sizes = args.sizes or ([50, 200] if args.quick else [100, 1000, 10000])
     args.messages = args.messages or (200 if args.quick else 1000)
     args.bytes = args.bytes or (2_000_000 if args.quick else 100_000_000)

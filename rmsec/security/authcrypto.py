@@ -20,6 +20,7 @@ opaque :class:`~rmsec.errors.AuthenticationFailed`.
 from __future__ import annotations
 
 import abc
+import functools
 import hashlib
 import hmac
 from collections.abc import Callable, Sequence
@@ -70,9 +71,12 @@ def u64(value: int) -> bytes:
 # ---------------------------------------------------------------------------------- MACs
 
 
+_hmac_digest = hmac.digest
+
+
 def packet_mac(key: bytes, data: bytes, length: int) -> bytes:
     """HMAC-SHA256 of ``data`` truncated to ``length`` bytes (RFC 2104 truncation, >= 10)."""
-    return hmac.digest(key, data, "sha256")[:length]
+    return _hmac_digest(key, data, "sha256")[:length]
 
 
 def mac_equal(a: bytes, b: bytes) -> bool:
@@ -99,11 +103,20 @@ class BitMacBank:
         self._shift = 8 - bits
         # ECB on exactly one block is the raw block cipher, used here as a PRF.
         self._enc = [
-            Cipher(algorithms.AES(k), modes.ECB()).encryptor() for k in keys  # noqa: S305
+            Cipher(algorithms.AES(k), modes.ECB()).encryptor() for k in keys
         ]
 
     def __len__(self) -> int:
         return len(self._enc)
+
+    def macs_at(self, digest16: bytes, shifts: Sequence[int]) -> int:
+        """Every key's MAC placed at its own bit offset (``shifts[i]`` for key ``i``): a
+        receiver compares the result with the trailer under a mask, with no extraction loop."""
+        shift = self._shift
+        acc = 0
+        for enc, at in zip(self._enc, shifts, strict=True):
+            acc |= (enc.update(digest16)[0] >> shift) << at
+        return acc
 
     def macs(self, digest16: bytes) -> int:
         """Every key's MAC concatenated, first key in the most significant position."""
@@ -346,6 +359,7 @@ def _split(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 
 
+@functools.lru_cache(maxsize=4096)
 def merkle_path_length(index: int, count: int) -> int:
     """How many hashes the inclusion path of ``index`` in a tree of ``count`` leaves has."""
     length = 0
@@ -462,3 +476,20 @@ class OneWayChain:
                 segment[t - 1 - start] = key
             self._segment_start, self._segment = start, segment
         return self._segment[j - start]
+
+
+def chain_step(prefix: bytes, chain: int, index: int, key: bytes, length: int) -> bytes:
+    """One link of a salted one-way key chain: ``K_{index-1}`` from ``K_index``.
+
+    ``prefix`` names the method and the sender, ``chain`` and ``index`` salt every link, so a
+    precomputed table cannot attack many links, chains or senders at once (Hu, Jakobsson and
+    Perrig's fractal hash chains discussion).
+    """
+    return hashlib.sha256(
+        prefix + chain.to_bytes(8, "big") + index.to_bytes(4, "big") + key
+    ).digest()[:length]
+
+
+def derive_key(label: bytes, key: bytes) -> bytes:
+    """A 32-byte key for another purpose from ``key`` (TESLA's ``F'``: MAC key from chain key)."""
+    return hashlib.sha256(label + key).digest()

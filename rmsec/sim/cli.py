@@ -41,8 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="one-way link delay range in ms (per node pair)")
     parser.add_argument("--jitter", type=float, default=0.0, help="extra random delay per datagram, ms")
     parser.add_argument("--unicast", action="store_true", help="unicast overlay (config.multicast=False)")
-    parser.add_argument("--bootstrap", choices=("head", "head+root", "all-heads"), default="head",
-                        help="what receivers are told: their planned head, plus the root, or every head")
+    parser.add_argument("--bootstrap", choices=("head", "head+root", "all-heads", "static"), default="head",
+                        help="what receivers are told: their planned head, plus the root, every head, "
+                             "or a static parent (no solicitation)")
+    parser.add_argument("--root-takes-receivers", action="store_true",
+                        help="let the sender accept receivers as children (default: first-level heads only)")
     parser.add_argument("--max-time", type=float, default=600.0, help="simulated seconds at most")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
@@ -70,6 +73,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         seed=args.seed,
         transport=TransportConfig.from_mapping(settings),
         bootstrap=args.bootstrap,
+        root_heads_only=not args.root_takes_receivers,
         max_time=args.max_time,
     )
 

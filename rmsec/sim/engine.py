@@ -1,7 +1,12 @@
 """Discrete-event engine that drives sans-IO transport machines exactly as a driver would.
 
 One heap holds every future action as ``(time, seq, kind, node, payload, source)``; ``seq``
-breaks ties in FIFO order so runs are reproducible.  The engine calls each machine's
+breaks ties in FIFO order so runs are reproducible.  A multicast datagram is a single heap
+entry, a *fan-out cursor*: delays are ``access[src] + access[dst]``, so every copy of one
+datagram arrives in the order of the members' access delays, which the engine keeps sorted;
+the cursor delivers the copies one by one in that order and goes back into the heap only when
+another event comes first.  Ten thousand copies thus cost no heap growth and few heap
+operations.  The engine calls each machine's
 ``receive_datagram`` / ``handle_timer`` and then *flushes* that node only: it drains events,
 sends what ``datagrams_to_send`` returns and re-arms the node's single timer entry when
 ``get_timer()`` changed.  Superseded timer entries stay in the heap and are skipped when they
@@ -16,6 +21,7 @@ the :class:`Counters`.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import heapq
 import itertools
@@ -29,7 +35,7 @@ from rmsec.sim.wireinfo import DATA_TYPE, classify
 from rmsec.transport.events import Event
 from rmsec.wire.packets import Addr
 
-_DELIVER, _TIMER, _CALL = 0, 1, 2
+_DELIVER, _TIMER, _CALL, _FANOUT = 0, 1, 2, 3
 
 EventHook = Callable[[int, Event, float], None]
 FlushHook = Callable[[int, float], None]
@@ -47,6 +53,22 @@ class Machine(Protocol):
 
 class SimulationError(RmsecError):
     """A machine raised while the engine drove it, or the run went out of bounds."""
+
+
+MachineFactory = Callable[[float], Machine]
+
+
+class Dormant:
+    """Stands in for a node whose machine is built when it starts (see :meth:`Simulator.start`).
+
+    Machines take ``now`` in their constructor and arm their first timers from it, so a node
+    that joins at t=3 s must be built at t=3 s, not when the scenario is laid out.
+    """
+
+    def _never(self, *args: object) -> Any:
+        raise SimulationError("a dormant node was driven before it started")
+
+    receive_datagram = datagrams_to_send = get_timer = handle_timer = next_event = _never
 
 
 @dataclasses.dataclass(slots=True)
@@ -68,6 +90,8 @@ class Counters:
     undeliverable: int = 0
     events: int = 0
     control_received: list[int] = dataclasses.field(default_factory=list)
+    #: Copies delivered to the watched node (see :attr:`Simulator.watch`), by packet type.
+    watched_by_type: dict[int, int] = dataclasses.field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready copy, with the ``(role, type)`` keys flattened to ``"role/type"``."""
@@ -84,6 +108,26 @@ class Counters:
         }
 
 
+class _Fanout:
+    """The copies of one multicast datagram still to deliver, in arrival order."""
+
+    __slots__ = ("data", "depart", "is_data", "jitter", "loss", "position", "repair", "sender", "source", "targets")
+
+    def __init__(
+        self, data: bytes, sender: int, source: Addr, depart: float, targets: tuple[int, ...],
+        *, is_data: bool, repair: bool, loss: float,
+    ) -> None:
+        self.data = data
+        self.sender = sender
+        self.source = source
+        self.depart = depart
+        self.targets = targets
+        self.position = 0
+        self.is_data = is_data
+        self.repair = repair
+        self.loss = loss
+
+
 class Simulator:
     """Nodes, a clock and a heap of pending deliveries, timers and scheduled calls."""
 
@@ -96,6 +140,8 @@ class Simulator:
         self._heap: list[tuple[float, int, int, int, Any, Any]] = []
         self._seq = itertools.count()
         self._stop = False
+        #: Node whose incoming traffic is broken down by type in ``counters.watched_by_type``.
+        self.watch = -1
         self.machines: list[Machine] = []
         self.addrs: list[Addr] = []
         self.roles: list[str] = []
@@ -103,7 +149,11 @@ class Simulator:
         self._access: list[float] = []
         self._timer_at: list[float | None] = []
         self._running: list[bool] = []
-        self._members: list[int] = []  # started nodes, in start order: the multicast group
+        # The multicast group: started nodes sorted by access delay (= arrival order of the
+        # copies of any multicast datagram), and a snapshot of it for fan-out cursors.
+        self._group_delay: list[float] = []
+        self._group: list[int] = []
+        self._group_snapshot: tuple[int, ...] | None = ()
         self._on_event: list[EventHook | None] = []
         self._on_flush: list[FlushHook | None] = []
 
@@ -112,17 +162,20 @@ class Simulator:
     def add_node(
         self,
         addr: Addr,
-        machine: Machine,
+        machine: Machine | None,
         role: str,
         *,
         on_event: EventHook | None = None,
         on_flush: FlushHook | None = None,
     ) -> int:
-        """Register a node (not yet running) and draw its access delay; returns its index."""
+        """Register a node (not yet running) and draw its access delay; returns its index.
+
+        ``machine`` may be None when :meth:`start` will be given a factory instead.
+        """
         if addr in self._index:
             raise SimulationError(f"address {addr} used twice")
         index = len(self.machines)
-        self.machines.append(machine)
+        self.machines.append(machine if machine is not None else Dormant())
         self.addrs.append(addr)
         self.roles.append(role)
         self._index[addr] = index
@@ -148,13 +201,22 @@ class Simulator:
         """Run ``action`` at simulated time ``when`` (scenario phases, node starts)."""
         heapq.heappush(self._heap, (max(when, self.now), next(self._seq), _CALL, -1, action, None))
 
-    def start(self, index: int, when: float | None = None) -> None:
-        """Bring node ``index`` up at ``when``: it joins the multicast group and is flushed."""
+    def start(self, index: int, when: float | None = None, factory: MachineFactory | None = None) -> None:
+        """Bring node ``index`` up at ``when``: it joins the multicast group and is flushed.
+
+        With ``factory``, the node's machine is built then, from the simulated time.
+        """
 
         def up() -> None:
+            if factory is not None:
+                self.machines[index] = factory(self.now)
             if not self._running[index]:
                 self._running[index] = True
-                self._members.append(index)
+                delay = self._access[index]
+                at = bisect.bisect_right(self._group_delay, delay)
+                self._group_delay.insert(at, delay)
+                self._group.insert(at, index)
+                self._group_snapshot = None
                 self.flush(index)
 
         if when is None or when <= self.now:
@@ -166,7 +228,10 @@ class Simulator:
         """Stop node ``index`` now, silently: what it had in flight still arrives elsewhere."""
         if self._running[index]:
             self._running[index] = False
-            self._members.remove(index)
+            at = self._group.index(index)
+            del self._group[at]
+            del self._group_delay[at]
+            self._group_snapshot = None
             self._timer_at[index] = None
 
     def running(self, index: int) -> bool:
@@ -205,6 +270,8 @@ class Simulator:
                     timer_at[node] = None
                     machines[node].handle_timer(when)
                     flush(node)
+                elif kind == _FANOUT:
+                    self._fan_out(payload)
                 else:
                     payload()
             except SimulationError:
@@ -252,43 +319,93 @@ class Simulator:
         counters.bytes_sent += len(data)
         if repair:
             counters.repairs_sent[role] = counters.repairs_sent.get(role, 0) + 1
-        if dst == self._multicast:
-            targets: list[int] = self._members
-        else:
-            target = self._index.get(dst)
-            if target is None:
-                counters.undeliverable += 1
-                return
-            targets = [target]
         is_data = ptype == DATA_TYPE
         network = self.network
         loss = network.loss if (is_data or network.loss_control) else 0.0
-        jitter = network.jitter
-        rnd = self._random.random
-        access = self._access
-        heap = self._heap
-        seq = self._seq
-        push = heapq.heappush
-        source = self.addrs[index]
-        depart = now + access[index]
-        delivered = lost = 0
-        for target in targets:
-            if target == index:
-                continue
-            if loss and rnd() < loss:
-                lost += 1
-                continue
-            arrive = depart + access[target]
-            if jitter:
-                arrive += jitter * rnd()
-            push(heap, (arrive, next(seq), _DELIVER, target, data, source))
-            delivered += 1
-            if not is_data:
-                counters.control_received[target] += 1
-        counters.copies_delivered += delivered
+        depart = now + self._access[index]
+        if dst == self._multicast:
+            targets = self._group_snapshot
+            if targets is None:
+                targets = self._group_snapshot = tuple(self._group)
+            if targets:
+                cursor = _Fanout(
+                    data, index, self.addrs[index], depart, targets,
+                    is_data=is_data, repair=repair, loss=loss,
+                )
+                first = depart + self._access[targets[0]]
+                heapq.heappush(self._heap, (first, next(self._seq), _FANOUT, index, cursor, None))
+            return
+        target = self._index.get(dst)
+        if target is None:
+            counters.undeliverable += 1
+            return
+        if loss and self._random.random() < loss:
+            self._count_loss(is_data, repair)
+            return
+        arrive = depart + self._access[target]
+        if network.jitter:
+            arrive += network.jitter * self._random.random()
+        heapq.heappush(self._heap, (arrive, next(self._seq), _DELIVER, target, data, self.addrs[index]))
+        counters.copies_delivered += 1
+        if not is_data:
+            counters.control_received[target] += 1
+        if target == self.watch:
+            counters.watched_by_type[ptype] = counters.watched_by_type.get(ptype, 0) + 1
+
+    def _count_loss(self, is_data: bool, repair: bool) -> None:
+        counters = self.counters
         if is_data:
-            counters.lost_data += lost
+            counters.lost_data += 1
             if not repair:
-                counters.lost_data_original += lost
+                counters.lost_data_original += 1
         else:
-            counters.lost_control += lost
+            counters.lost_control += 1
+
+    def _fan_out(self, cursor: _Fanout) -> None:
+        """Deliver a multicast datagram's copies in arrival order until another event is due.
+
+        Each copy is lost independently; per-datagram jitter is not applied to multicast
+        (it would break the arrival order the cursor relies on).
+        """
+        heap = self._heap
+        access = self._access
+        running = self._running
+        machines = self.machines
+        counters = self.counters
+        rnd = self._random.random
+        targets = cursor.targets
+        watch = self.watch
+        data, source, sender = cursor.data, cursor.source, cursor.sender
+        loss, is_data = cursor.loss, cursor.is_data
+        count = len(targets)
+        position = cursor.position
+        while True:
+            target = targets[position]
+            position += 1
+            if target != sender and running[target]:
+                if loss and rnd() < loss:
+                    self._count_loss(is_data, cursor.repair)
+                else:
+                    counters.copies_delivered += 1
+                    if not is_data:
+                        counters.control_received[target] += 1
+                    if target == watch:
+                        ptype = classify(data)[0]
+                        counters.watched_by_type[ptype] = counters.watched_by_type.get(ptype, 0) + 1
+                    cursor.position = position
+                    try:
+                        machines[target].receive_datagram(data, source, self.now)
+                        self.flush(target)
+                    except Exception as exc:
+                        raise SimulationError(
+                            f"node {target} ({self.roles[target]}) at t={self.now:.6f}: {exc!r}"
+                        ) from exc
+            if position == count:
+                return
+            arrive = cursor.depart + access[targets[position]]
+            if heap and heap[0][0] <= arrive:
+                cursor.position = position
+                heapq.heappush(heap, (arrive, next(self._seq), _FANOUT, sender, cursor, None))
+                return
+            self.now = arrive
+            counters.events += 1

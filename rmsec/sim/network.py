@@ -1,8 +1,9 @@
 """The simulated network: per-node access delays, per-datagram random loss.
 
 Each node sits behind an access link with its own one-way delay, drawn once when the node is
-added; a datagram from ``a`` to ``b`` takes ``access[a] + access[b]`` plus optional
-per-datagram jitter.  With the default of no per-datagram jitter every path is FIFO, as most
+added; a datagram from ``a`` to ``b`` takes ``access[a] + access[b]``, plus optional
+per-datagram jitter on unicast (multicast copies keep their fixed delays: the engine relies on
+their arrival order, see :mod:`rmsec.sim.engine`).  With the default of no per-datagram jitter every path is FIFO, as most
 real paths are, while paths still differ from each other (which is what lets a member find
 its nearest head by RTT).  Loss is independent per delivered copy, so a multicast datagram can
 reach some members and not others, the case repair trees exist for.

@@ -21,6 +21,7 @@ cost, reported separately as ``bind``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 import random
@@ -30,21 +31,29 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from rmsec.errors import ConfigError
-from rmsec.sim.engine import Simulator
+from rmsec.sim.engine import Machine, Simulator
 from rmsec.sim.network import NetworkModel
 from rmsec.sim.topology import ROOT, TreePlan, plan_tree
 from rmsec.sim.wireinfo import DATA_TYPE
 from rmsec.transport import MULTICAST, Receiver, RepairHead, Sender, TransportConfig, events
-from rmsec.wire.packets import Addr
+from rmsec.wire.packets import PACKET_TYPES, Addr
 
 ROLE_SENDER, ROLE_HEAD, ROLE_RECEIVER = "sender", "head", "receiver"
+_TYPE_NAMES = {cls.TYPE: cls.__name__.lower() for cls in PACKET_TYPES.values()}
 SESSION = b"rmsecsim"
-Bootstrap = Literal["head", "head+root", "all-heads"]
+Bootstrap = Literal["head", "head+root", "all-heads", "static"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SimConfig:
-    """Parameters of one run (see the module docstring for the phases)."""
+    """Parameters of one run (see the module docstring for the phases).
+
+    ``bootstrap`` is what a receiver is told: ``head`` (its planned head), ``head+root``,
+    ``all-heads`` (every head and the root), or ``static`` (the machines' ``parent=``: bind
+    without soliciting).  ``root_heads_only`` gives the sender ``max_children`` equal to its
+    planned first-level heads, so receivers bind below heads as the plan intends; without it,
+    the sender's advertisements draw receivers to itself while it has free slots.
+    """
 
     receivers: int = 100
     heads: int | None = None
@@ -58,6 +67,7 @@ class SimConfig:
     seed: int = 1
     transport: TransportConfig = dataclasses.field(default_factory=lambda: TransportConfig(multicast=True))
     bootstrap: Bootstrap = "head"
+    root_heads_only: bool = True
     head_stagger: float = 0.5
     join_spread: float = 1.0
     bind_timeout: float = 60.0
@@ -66,8 +76,8 @@ class SimConfig:
     def __post_init__(self) -> None:
         if self.receivers < 1 or self.messages < 1 or self.message_size < 9:
             raise ConfigError("need receivers >= 1, messages >= 1, message_size >= 9")
-        if self.bootstrap not in ("head", "head+root", "all-heads"):
-            raise ConfigError(f"bootstrap={self.bootstrap!r}: choose head, head+root or all-heads")
+        if self.bootstrap not in ("head", "head+root", "all-heads", "static"):
+            raise ConfigError(f"bootstrap={self.bootstrap!r}: choose head, head+root, all-heads or static")
 
     def summary(self) -> dict[str, Any]:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "transport"}
@@ -97,6 +107,15 @@ def node_addr(index: int) -> Addr:
 
 def _rng_bytes(source: random.Random) -> Callable[[int], bytes]:
     return source.randbytes
+
+
+def _built_at_start(make: Callable[..., Machine]) -> Callable[[float], Machine]:
+    """A machine factory that passes the node's start time as the constructor's ``now``."""
+
+    def build(now: float) -> Machine:
+        return make(now=now)
+
+    return build
 
 
 class Scenario:
@@ -147,39 +166,48 @@ class Scenario:
         now = 0.0
         rng = _rng_bytes(self.machine_rng)
         self.root_addr = node_addr(0)
-        self.sender = Sender(transport, session=SESSION, node_id=self._node_id(0), rng=rng, now=now)
+        root_config = transport
+        if config.root_heads_only:
+            first_level = sum(1 for p in plan.head_parent if p == ROOT)
+            root_config = transport.replace(max_children=max(1, first_level))
+        self.sender = Sender(root_config, session=SESSION, node_id=self._node_id(0), rng=rng, now=now)
         self.root = sim.add_node(
             self.root_addr, self.sender, ROLE_SENDER, on_event=self._on_sender_event, on_flush=self._pump
         )
+        sim.watch = self.root
         head_addrs = [node_addr(1 + h) for h in range(plan.heads)]
-        self.head_nodes: list[int] = []
+        self.head_nodes = []
+        self._factories: dict[int, Callable[..., Machine]] = {}
+        static = config.bootstrap == "static"
         for h in range(plan.heads):
-            parent = plan.head_parent[h]
-            bootstrap = [self.root_addr] if parent == ROOT else [head_addrs[parent], self.root_addr]
-            head = RepairHead(
-                transport, session=SESSION, node_id=self._node_id(1 + h), rng=rng, now=now, bootstrap=bootstrap
+            parent = self.root_addr if plan.head_parent[h] == ROOT else head_addrs[plan.head_parent[h]]
+            bootstrap = [parent] if parent == self.root_addr else [parent, self.root_addr]
+            index = sim.add_node(head_addrs[h], None, ROLE_HEAD, on_event=self._on_head_event)
+            self._factories[index] = functools.partial(
+                RepairHead, transport, session=SESSION, node_id=self._node_id(index), rng=rng,
+                bootstrap=() if static else bootstrap, parent=parent if static else None,
             )
-            self.head_nodes.append(sim.add_node(head_addrs[h], head, ROLE_HEAD, on_event=self._on_head_event))
-        self.members: list[_Member] = []
-        self.receiver_nodes: list[int] = []
+            self.head_nodes.append(index)
+        self.members = []
+        self.receiver_nodes = []
         first = 1 + plan.heads
         for r in range(config.receivers):
-            planned = plan.receiver_head[r]
-            bootstrap = self._receiver_bootstrap(planned, head_addrs)
-            receiver = Receiver(
-                transport, session=SESSION, node_id=self._node_id(first + r), rng=rng, now=now, bootstrap=bootstrap
+            planned = head_addrs[plan.receiver_head[r]]
+            index = sim.add_node(node_addr(first + r), None, ROLE_RECEIVER, on_event=self._on_receiver_event)
+            self._factories[index] = functools.partial(
+                Receiver, transport, session=SESSION, node_id=self._node_id(index), rng=rng,
+                bootstrap=() if static else self._receiver_bootstrap(planned, head_addrs),
+                parent=planned if static else None,
             )
             self.members.append(_Member(hashlib.sha256()))
-            self.receiver_nodes.append(
-                sim.add_node(node_addr(first + r), receiver, ROLE_RECEIVER, on_event=self._on_receiver_event)
-            )
+            self.receiver_nodes.append(index)
         self._first_receiver = first
 
-    def _receiver_bootstrap(self, planned: int, head_addrs: list[Addr]) -> list[Addr]:
+    def _receiver_bootstrap(self, planned: Addr, head_addrs: list[Addr]) -> list[Addr]:
         mode = self.config.bootstrap
         if mode == "all-heads":
             return [*head_addrs, self.root_addr]
-        bootstrap = [head_addrs[planned]]
+        bootstrap = [planned]
         if mode == "head+root":
             bootstrap.append(self.root_addr)
         return bootstrap
@@ -261,9 +289,11 @@ class Scenario:
             "lost_data_original": counters.lost_data_original,
             "lost_control": counters.lost_control,
             "control_at_sender": counters.control_received[self.root],
+            "at_sender_by_type": dict(counters.watched_by_type),
             "control_at_heads_max": 0,
             "copies_delivered": counters.copies_delivered,
             "events": counters.events,
+            "stats": self._stats_by_role(),
             "wall": time.perf_counter(),
         }
 
@@ -274,12 +304,15 @@ class Scenario:
         config, sim = self.config, self.sim
         wall_start = time.perf_counter()
         sim.start(self.root, 0.0)
+        factories = self._factories
         for h, node in enumerate(self.head_nodes):
-            sim.start(node, config.head_stagger * (self.plan.head_level[h] - 1) + 0.01 * (h % 10))
+            at = config.head_stagger * (self.plan.head_level[h] - 1) + 0.01 * (h % 10)
+            sim.start(node, at, factory=_built_at_start(factories[node]))
         receivers_at = config.head_stagger * self.plan.depth + 0.1
         spread = random.Random(config.seed + 17)
         for node in self.receiver_nodes:
-            sim.start(node, receivers_at + spread.uniform(0.0, config.join_spread))
+            at = receivers_at + spread.uniform(0.0, config.join_spread)
+            sim.start(node, at, factory=_built_at_start(factories[node]))
         bind_deadline = receivers_at + config.join_spread + config.bind_timeout
         sim.call_at(bind_deadline, self._bind_timed_out)
         self.report(
@@ -332,12 +365,29 @@ class Scenario:
 
         packets_per_message = max(1, math.ceil(config.message_size / config.transport.payload_size))
         data_packets = config.messages * packets_per_message
-        repairs = delta_map("repairs_sent")
-        by_heads, by_sender = repairs.get(ROLE_HEAD, 0), repairs.get(ROLE_SENDER, 0)
-        repairs_total = sum(repairs.values())
+        wire_repairs = delta_map("repairs_sent")
+
+        def stat_delta(role: str, key: str) -> int | None:
+            after = end["stats"].get(role, {}).get(key)
+            return None if after is None else after - start["stats"].get(role, {}).get(key, 0)
+
+        # The machines' own count of repairs answers "who repaired": on the unicast overlay a
+        # head also *forwards* repaired packets (flag set) to children that never had them,
+        # which the wire count would take for repairs.
+        repairs = {role: stat_delta(role, "repairs_sent") for role in (ROLE_SENDER, ROLE_HEAD, ROLE_RECEIVER)}
+        repairs = {
+            role: wire_repairs.get(role, 0) if n is None else n for role, n in repairs.items()
+        }
+        by_heads, by_sender = repairs.get(ROLE_HEAD, 0) or 0, repairs.get(ROLE_SENDER, 0) or 0
+        repairs_total = sum(n or 0 for n in repairs.values())
         lost_data = delta("lost_data")
         sent = delta_map("sent")
         control_at_sender = delta("control_at_sender")
+        at_sender = {
+            _TYPE_NAMES.get(t, str(t)): n
+            for t, n in sorted(delta_map("at_sender_by_type").items())
+            if t != DATA_TYPE and n
+        }
         control_by_type: Counter[str] = Counter()
         for (role, ptype), n in sent.items():
             if ptype != DATA_TYPE and n:
@@ -351,7 +401,7 @@ class Scenario:
         marks = self._marks
         data_time = marks.get("done", sim.now) - marks.get("data_start", 0.0)
         data_wall = end["wall"] - start["wall"]
-        stats = self._stats_by_role()
+        stats = end["stats"]
         return {
             "config": config.summary(),
             "tree": {
@@ -372,10 +422,14 @@ class Scenario:
                 "data_packets": data_packets,
                 "control_at_sender": control_at_sender,
                 "control_at_sender_per_1000_data": 1000 * control_at_sender / data_packets,
+                "control_at_sender_by_type": at_sender,
                 "control_at_head_max": max(head_control, default=0),
                 "repairs_by_heads": by_heads,
                 "repairs_by_sender": by_sender,
                 "repairs_by_receivers": repairs.get(ROLE_RECEIVER, 0),
+                "repair_datagrams_on_wire": dict(sorted(wire_repairs.items())),
+                "sender_data_sent": stat_delta(ROLE_SENDER, "data_sent"),
+                "receiver_duplicates": stat_delta(ROLE_RECEIVER, "duplicates") or 0,
                 "head_repair_share": by_heads / (by_heads + by_sender) if by_heads + by_sender else None,
                 "data_copies_lost": lost_data,
                 "data_copies_lost_original": delta("lost_data_original"),

@@ -157,9 +157,9 @@ async def background(
     finally:
         for stop, _ in reversed(stops):
             stop.set()
-        with trio.CancelScope(shield=True):
-            for _, done in stops:
-                await done.wait()
+        # Not shielded: a sender waiting for confirmation must stay cancellable by the caller.
+        for _, done in stops:
+            await done.wait()
 
 
 async def enter_all(

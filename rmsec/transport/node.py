@@ -135,7 +135,7 @@ class ChildAck:
 class Child:
     __slots__ = (
         "acks", "addr", "congested", "lag_seen", "lag_since", "last_heard", "members", "node_id", "repaired",
-        "role", "skipping",
+        "role", "rtt", "skipping",
     )
 
     def __init__(self, node_id: bytes, addr: Addr, role: int, now: float) -> None:
@@ -150,6 +150,13 @@ class Child:
         self.lag_since: float | None = None
         self.lag_seen = 0
         self.skipping = False
+        self.rtt = 0.0
+
+    def observe_rtt(self, sample: float) -> None:
+        """Smoothed repair round trip (EWMA, as TCP's SRTT), capped so one stall cannot
+        silence repairs for long."""
+        sample = min(sample, 2.0)
+        self.rtt = sample if self.rtt == 0.0 else 0.875 * self.rtt + 0.125 * sample
 
     def subtree_base(self, stream: Stream) -> int:
         ack = self.acks.get(stream.id)
@@ -597,6 +604,9 @@ class TreeNode:
             self._repair(child, stream, entry, now)
             self._release(stream)
         self._ack_dirty = True
+        if self._deadline_ack is None and (self.parent is not None or self._has_sources()):
+            # pass the subtree's progress upward within one ack interval
+            self._deadline_ack = now + self.config.ack_interval
 
     def _on_upstream_ack(self, p: Ack, addr: Addr, now: float) -> None:
         """An ack from a node that is not our child: the root acknowledging our own stream."""
@@ -624,9 +634,14 @@ class TreeNode:
             return
         self.counters["nacks_in"] += len(missing)
         done = child.repaired.setdefault(stream.id, {})
-        for seq in [q for q in done if q < entry.have_base]:
-            del done[seq]
-        suppress = self.config.repair_suppress
+        arrived = [q for q in done if q < entry.have_base]
+        if arrived:
+            # The newest repair that has landed bounds this child's repair round trip.
+            child.observe_rtt(now - max(done[q] for q in arrived))
+            for seq in arrived:
+                del done[seq]
+        # Never resend before a repair could have arrived and been acknowledged.
+        suppress = max(self.config.repair_suppress, 1.5 * child.rtt)
         sent = 0
         skip_to = -1
         for seq in missing:
@@ -693,10 +708,13 @@ class TreeNode:
                 continue
             self._check_slow(child, now)
         if now - self._last_ack >= cfg.hello_interval and (
-            self._state == _State.BOUND
-            or (self.is_root and any(s.source_addr is not None for s in self.streams.values()))
+            self._state == _State.BOUND or self._has_sources()
         ):
             self._deadline_ack = now  # keep-alive for the parent (or a secondary sender)
+
+    def _has_sources(self) -> bool:
+        """At the root: secondary senders whose streams it acknowledges."""
+        return self.is_root and any(s.source_addr is not None for s in self.streams.values())
 
     def _check_slow(self, child: Child, now: float) -> None:
         cfg = self.config
@@ -704,7 +722,9 @@ class TreeNode:
         for stream in self.streams.values():
             head = stream.window.base if stream.own else stream.window.next_known
             lag = max(lag, head - child.subtree_base(stream))
-        threshold = max(cfg.ack_window, cfg.cache_packets // 2)
+        # The source runs up to cache_packets ahead of the slowest subtree, so ordinary lag
+        # reaches nearly that much; only a member stuck near the window's edge is slow.
+        threshold = max(cfg.ack_window, cfg.cache_packets * 7 // 8)
         if lag <= threshold:
             child.lag_since = None
             if child.skipping and lag <= threshold // 4:
@@ -795,6 +815,8 @@ class TreeNode:
             self._deliver(stream, *item)
         if stream.cache and len(stream.cache) > self.config.cache_packets:
             self._release(stream)
+        if w.base < w.next_known:
+            self._ack_dirty = True  # holes remain: keep asking until they are filled
         self._packets_since_ack += 1
         if self._packets_since_ack >= self._ack_threshold:
             self._ack_threshold = self.config.ack_window
@@ -992,6 +1014,10 @@ class TreeNode:
         self._ack_dirty = False
         self._last_ack = now
         self._deadline_ack = None
+        if any(s.window.base < s.window.next_known for s in self.streams.values() if not s.own):
+            # Holes remain: ask again even if no more data arrives (the parent suppresses
+            # repeats until its repair could have landed).
+            self._deadline_ack = now + 2 * self.config.ack_interval
 
     # ------------------------------------------------------------------ hooks for sources
 

@@ -44,9 +44,9 @@ class ReceiveWindow:
         if next_seq > self.next_known:
             self.next_known = next_seq
         if end >= 0:
+            # The end says how long the stream will be, not what has been sent: packets
+            # between here and the end may still be on their way, so they are not missing yet.
             self.end = end
-            if end > self.next_known:
-                self.next_known = end
 
     def bitmap(self) -> bytes:
         """Bits for ``base+1 .. base+BITMAP_SPAN`` that are held (little-endian bit order)."""

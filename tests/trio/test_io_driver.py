@@ -16,7 +16,9 @@ from rmsec.testing.echo import EchoMachine
 from rmsec.transport.events import MessageReceived
 
 
-async def start(nursery: trio.Nursery, machine: EchoMachine, sockets: NodeSockets, **kw: object) -> NodeDriver:
+async def start(
+    nursery: trio.Nursery, machine: EchoMachine, sockets: NodeSockets, **kw: object
+) -> NodeDriver:
     driver = NodeDriver(machine, sockets, **kw)  # type: ignore[arg-type]
     await nursery.start(driver.run)
     return driver
@@ -138,7 +140,9 @@ async def test_back_pressure_stops_pulling_events(autojump_clock: trio.testing.M
         assert len(machine.received) == 16
         assert machine.refused == 84
         got = [await driver.events.receive() for _ in range(16)]
-        assert [e.data for e in got if isinstance(e, MessageReceived)] == [b"%d" % i for i in range(16)]
+        assert [e.data for e in got if isinstance(e, MessageReceived)] == [
+            b"%d" % i for i in range(16)
+        ]
         nursery.cancel_scope.cancel()
 
 
@@ -184,7 +188,9 @@ async def test_writer_keeps_order_when_the_socket_pushes_back(
         driver = await start(nursery, machine, NodeSockets(sock))  # type: ignore[arg-type]
         for batch in range(3):
             driver.command(
-                lambda now, b=batch: [machine.send(b"%d-%d" % (b, i), ("x", 1), now) for i in range(10)]
+                lambda now, b=batch: [
+                    machine.send(b"%d-%d" % (b, i), ("x", 1), now) for i in range(10)
+                ]
             )
         await trio.sleep(1)
         nursery.cancel_scope.cancel()
@@ -235,4 +241,3 @@ def test_memory_rejects_bad_probabilities() -> None:
     with pytest.raises(ValueError):
         rmsec.io.memory(delay=-1)
     assert math.isfinite(rmsec.io.memory().delay)
-

@@ -1,0 +1,519 @@
+"""A group member's security state machine (sender, receiver or both), sans-IO.
+
+Rules the machine obeys:
+
+1. States: ``new → registering → member``, then ``left``, ``expelled`` or ``denied`` (final).
+   Data can be protected or opened only as a member.
+2. The welcome is trusted because it arrives inside TLS from the controller the member
+   authenticated; if the signed announcement named a controller key, the welcome must carry
+   the same one.  Every later key change arrives in an envelope signed by that key.
+3. Rekeys only move forward: an envelope for an epoch at or below the current one is a
+   replay and is counted; one that starts from an epoch other than ours means we missed
+   something: it is held (bounded) and we ask the controller for recovery.
+4. Data of an epoch we do not have yet is buffered (bounded, :class:`~rmsec.security.
+   protection.Limits`); if the rekey does not follow within ``recovery_delay`` we ask for
+   recovery too.  Recovery requests are rate-limited (``recovery_interval``).
+5. A rekey that holds nothing for us (``NotForMe``) means we were evicted, or a scheme
+   could not place us: we ask once; the controller answers with keys or with EXPELLED.
+
+Outputs: :meth:`control_to_send` (messages for the controller, unframed),
+:meth:`next_event` (:mod:`rmsec.security.events`), timers via :meth:`get_timer` /
+:meth:`handle_timer`.  Data in: :meth:`receive_frame` (a message from a sender's stream),
+:meth:`receive_rekey` (a message from the controller's rekey stream).  Data out:
+:meth:`protect`.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from rmsec.errors import AuthenticationFailed, LocalError, MalformedPacket, NotForMe, RmsecError
+from rmsec.interfaces import KeyManagement, KeyManagementMember, Rng, SourceAuth
+from rmsec.security import events as ev
+from rmsec.security import messages as msg
+from rmsec.security import sigkeys
+from rmsec.security.aead import aead_algorithm
+from rmsec.security.epochs import EpochKeys
+from rmsec.security.protection import Limits, Opened, StreamProtector, Unprotector
+from rmsec.security.rekey import EnvelopeKind, RekeyEnvelope, open_envelope
+
+Addr = tuple[str, int]
+#: Rekey envelopes held while waiting for recovery.
+MAX_HELD_REKEYS = 64
+
+
+class PluginLookup(Protocol):
+    def get_key_management(self, name: str) -> type[KeyManagement]: ...
+
+    def get_source_auth(self, name: str) -> type[SourceAuth]: ...
+
+
+class _DefaultPlugins:
+    def get_key_management(self, name: str) -> type[KeyManagement]:
+        from rmsec import plugins
+
+        return plugins.get_key_management(name)
+
+    def get_source_auth(self, name: str) -> type[SourceAuth]:
+        from rmsec import plugins
+
+        return plugins.get_source_auth(name)
+
+
+class State:
+    NEW = "new"
+    REGISTERING = "registering"
+    MEMBER = "member"
+    LEFT = "left"
+    EXPELLED = "expelled"
+    DENIED = "denied"
+    FAILED = "failed"
+
+
+@dataclasses.dataclass(slots=True)
+class _KnownSender:
+    owner: bytes
+    stream: int
+
+
+class Member:
+    """One member of a secured group (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        member_id: bytes,
+        node_id: bytes,
+        rng: Rng,
+        now: float,
+        roles: int = msg.Roles.RECEIVE,
+        token: bytes | None = None,
+        addr: Addr | None = None,
+        controller_key: bytes | None = None,
+        plugins: PluginLookup | None = None,
+        limits: Limits | None = None,
+        recovery_delay: float = 0.5,
+        recovery_interval: float = 1.0,
+    ) -> None:
+        if not member_id or len(member_id) > msg.MAX_MEMBER_ID:
+            raise LocalError("member id must be 1..255 bytes")
+        if len(node_id) != 8:
+            raise LocalError("node id must be 8 bytes")
+        self.member_id = member_id
+        self.node_id = node_id
+        self.roles = roles
+        self._token = token
+        self._addr = addr
+        self._rng = rng
+        self._expected_controller = controller_key
+        self._plugins: PluginLookup = plugins or _DefaultPlugins()
+        self._limits = limits or Limits()
+        self.recovery_delay = recovery_delay
+        self.recovery_interval = recovery_interval
+        self.state = State.NEW
+        self.welcome: msg.Welcome | None = None
+        self.keys: EpochKeys | None = None
+        self._km: KeyManagementMember | None = None
+        self._auth: SourceAuth | None = None
+        self._controller: bytes | None = None
+        self.unprotector: Unprotector | None = None
+        self.protectors: dict[bytes, StreamProtector] = {}
+        self.known_senders: dict[bytes, _KnownSender] = {}
+        self._held: dict[int, RekeyEnvelope] = {}
+        self._out: list[bytes] = []
+        self._events: collections.deque[ev.SecurityEvent] = collections.deque()
+        self.counters = collections.Counter[str]()
+        self._recovery_due: float | None = None  # ask for recovery at this time
+        self._last_recovery = float("-inf")
+        self._behind = False  # a gap is known and not yet resolved
+        self.reason: str | None = None
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def epoch(self) -> int | None:
+        return None if self.keys is None else self.keys.epoch
+
+    @property
+    def group_secret(self) -> bytes | None:
+        return None if self._km is None else self._km.group_secret
+
+    @property
+    def rekey_stream(self) -> int | None:
+        return None if self.welcome is None else self.welcome.rekey_stream
+
+    # ------------------------------------------------------------------ registration
+
+    def start(self, now: float) -> None:
+        """Queue the registration (call once the control connection is up)."""
+        if self.state != State.NEW:
+            raise LocalError(f"start() in state {self.state}")
+        self.state = State.REGISTERING
+        self._send(msg.Register(self.member_id, self.roles, self._token, self.node_id, self._addr))
+
+    def leave(self, now: float) -> None:
+        if self.state in (State.REGISTERING, State.MEMBER):
+            self._send(msg.Leave())
+        self.state = State.LEFT
+
+    def _send(self, message: msg.ControlMessage) -> None:
+        self._out.append(message.encode())
+
+    def receive_control(self, data: bytes, now: float) -> None:
+        """One message from the controller (already unframed; the connection is TLS)."""
+        if self.state in (State.LEFT, State.EXPELLED, State.DENIED, State.FAILED):
+            return
+        try:
+            message = msg.decode_untrusted(data)
+        except MalformedPacket:
+            self.counters["control_malformed"] += 1
+            return
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            self.counters["control_unexpected"] += 1
+            return
+        handler(self, message, now)
+
+    def _on_welcome(self, m: msg.Welcome, now: float) -> None:
+        if self.state != State.REGISTERING:
+            self.counters["control_unexpected"] += 1
+            return
+        if m.member_id != self.member_id:
+            self._fail("welcome for another member")
+            return
+        if self._expected_controller is not None and m.controller_key != self._expected_controller:
+            self._fail("welcome names a controller key the announcement does not")
+            return
+        try:
+            self._controller = sigkeys.check_public_key_untrusted(m.controller_key)
+            algorithm = aead_algorithm(m.aead)
+            keyed = bool(m.key_material)
+            if keyed:
+                scheme = self._plugins.get_key_management(m.key_management)
+                self._km = scheme.member_from_welcome(m.key_material)
+                if self._km.epoch != m.epoch:
+                    raise MalformedPacket("welcome epoch disagrees with its key material")
+            self._auth = self._plugins.get_source_auth(m.source_auth)(
+                rng=self._rng, options=m.source_auth_options
+            )
+        except RmsecError as exc:
+            self._fail(f"unusable welcome: {exc}")
+            return
+        self.welcome = m
+        self.state = State.MEMBER
+        self.keys = EpochKeys(algorithm, m.session, grace=m.grace)
+        if self._km is not None:
+            self.keys.install(self._km.epoch, self._km.group_secret, now)
+        self.unprotector = Unprotector(self.keys, limits=self._limits)
+        self._events.append(ev.Welcomed(m.epoch, keyed))
+        for info in m.senders:
+            self._on_sender_info(info, now)
+
+    def _fail(self, reason: str) -> None:
+        self.state = State.FAILED
+        self.reason = reason
+        self._events.append(ev.AuthFailure("welcome", reason))
+
+    def _on_denied(self, m: msg.Denied, now: float) -> None:
+        if self.state == State.REGISTERING:
+            self.state = State.DENIED
+            self.reason = m.reason
+            self._events.append(ev.Denied(m.reason))
+        else:  # a protocol complaint about something we sent as a member: we are cut off
+            self.state = State.EXPELLED
+            self.reason = m.reason
+            self._events.append(ev.Expelled(m.reason))
+
+    def _on_expelled(self, m: msg.Expelled, now: float) -> None:
+        self.state = State.EXPELLED
+        self.reason = m.reason
+        self._events.append(ev.Expelled(m.reason))
+
+    # ------------------------------------------------------------------ senders
+
+    def _on_sender_info(self, m: msg.SenderInfo, now: float) -> None:
+        if self.unprotector is None or self._auth is None:
+            return
+        if m.sender_id in self.protectors:
+            return  # our own stream
+        try:
+            verifier = self._auth.verifier(m.params, m.material, now=now)
+        except (MalformedPacket, AuthenticationFailed):
+            self.counters["sender_info_bad"] += 1
+            return
+        try:
+            opened = self.unprotector.add_sender(m.sender_id, verifier, now)
+        except LocalError:
+            self.counters["sender_info_dropped"] += 1
+            return
+        self.known_senders[m.sender_id] = _KnownSender(m.owner, m.stream)
+        self._events.append(ev.SenderKnown(m.sender_id, m.owner, m.stream))
+        self._deliver(opened)
+
+    def _on_sender_gone(self, m: msg.SenderGone, now: float) -> None:
+        if self.unprotector is not None:
+            self.unprotector.remove_sender(m.sender_id)
+        if self.known_senders.pop(m.sender_id, None) is not None:
+            self._events.append(ev.SenderGone(m.sender_id))
+
+    def _on_sender_result(self, m: msg.SenderResult, now: float) -> None:
+        if not m.ok:
+            self.protectors.pop(m.sender_id, None)
+        self._events.append(ev.SenderRegistered(m.sender_id, bool(m.ok), m.reason))
+
+    def _on_material_request(self, m: msg.MaterialRequest, now: float) -> None:
+        protector = self.protectors.get(m.sender_id)
+        if protector is None:
+            return
+        items: list[tuple[bytes, bytes]] = []
+        size = 0
+        for member_id in m.members:
+            material = protector.signer.material_for(member_id)
+            items.append((member_id, material))
+            size += len(material) + len(member_id)
+            if size >= 1024 * 1024 or len(items) >= msg.MAX_BATCH:
+                self._send(msg.Material(m.sender_id, tuple(items)))
+                items, size = [], 0
+        if items:
+            self._send(msg.Material(m.sender_id, tuple(items)))
+
+    def add_sender(self, stream: int, now: float, *, sender_id: bytes | None = None) -> bytes:
+        """Start protecting a stream of ours: returns its sender id (8 random bytes unless
+        given: reuse the transport node id so one id names the node everywhere)."""
+        if self.state != State.MEMBER or self._auth is None or self.keys is None:
+            raise LocalError("add_sender() before the welcome")
+        if not self.roles & msg.Roles.SEND or self._km is None:
+            raise LocalError("this member did not register with the send role")
+        sender_id = sender_id if sender_id is not None else self._rng(8)
+        if len(sender_id) != 8 or sender_id in self.protectors:
+            raise LocalError("sender id must be 8 unused bytes")
+        signer = self._auth.signer(sender_id=sender_id, now=now)
+        self.protectors[sender_id] = StreamProtector(self.keys, signer, sender_id)
+        self._send(msg.AddSender(sender_id, stream, signer.params, self._addr))
+        return sender_id
+
+    def remove_sender(self, sender_id: bytes) -> None:
+        if self.protectors.pop(sender_id, None) is not None and self.state == State.MEMBER:
+            self._send(msg.RemoveSender(sender_id))
+
+    def protect(self, sender_id: bytes, data: bytes, now: float, *, encrypt: bool = True) -> list[bytes]:
+        """Frames to send on ``sender_id``'s stream: the message, then any source-auth
+        packets now due."""
+        if self.state != State.MEMBER:
+            raise LocalError(f"cannot send in state {self.state}")
+        protector = self.protectors.get(sender_id)
+        if protector is None:
+            raise LocalError("unknown sender id: add_sender() first")
+        frames = [protector.protect(data, now, encrypt=encrypt)]
+        frames.extend(protector.pending(now))
+        return frames
+
+    def pending_auth(self, sender_id: bytes, now: float) -> list[bytes]:
+        """Source-auth packets due by ``now`` without a new message (poll on a timer)."""
+        protector = self.protectors.get(sender_id)
+        if protector is None or self.state != State.MEMBER:
+            return []
+        return protector.pending(now)
+
+    # ------------------------------------------------------------------ data
+
+    def receive_frame(self, frame: bytes, now: float) -> None:
+        """A message from a sender's stream (events :class:`~ev.Delivered` for what opens)."""
+        if self.state != State.MEMBER or self.unprotector is None:
+            self.counters["data_dropped_not_member"] += 1
+            return
+        if self._km is None:  # a key-less repair head: it forwards ciphertext, never opens it
+            self.counters["data_dropped_keyless"] += 1
+            return
+        before = self.unprotector.counters["auth_failed"]
+        self._deliver(self.unprotector.receive(frame, now))
+        if self.unprotector.counters["auth_failed"] != before:
+            self._events.append(ev.AuthFailure("data", "source authentication failed"))
+        self._check_future(now)
+
+    def _deliver(self, opened: list[Opened]) -> None:
+        for item in opened:
+            known = self.known_senders.get(item.sender_id)
+            owner, stream = (known.owner, known.stream) if known else (b"", -1)
+            self._events.append(ev.Delivered(
+                item.sender_id, owner, stream, item.seq, item.epoch, item.data, item.encrypted))
+
+    def _check_future(self, now: float) -> None:
+        assert self.unprotector is not None
+        ahead = self.unprotector.highest_future_epoch
+        if ahead is not None and self._recovery_due is None and not self._behind:
+            self._recovery_due = now + self.recovery_delay
+
+    # ------------------------------------------------------------------ rekeys
+
+    def receive_rekey(self, data: bytes, now: float) -> None:
+        """A message from the controller's rekey stream."""
+        if self.state != State.MEMBER or self._controller is None or self.welcome is None:
+            self.counters["rekeys_ignored"] += 1
+            return
+        try:
+            envelope = open_envelope(data, self._controller, session=self.welcome.session)
+        except MalformedPacket:
+            self.counters["rekeys_malformed"] += 1
+            return
+        except AuthenticationFailed:
+            self.counters["rekeys_forged"] += 1
+            self._events.append(ev.AuthFailure("rekey", "bad controller signature"))
+            return
+        if envelope.kind != EnvelopeKind.REKEY:
+            self.counters["rekeys_forged"] += 1  # a recovery for someone else, replayed here
+            self._events.append(ev.AuthFailure("rekey", "recovery envelope on the rekey stream"))
+            return
+        if self._km is None:
+            return  # a key-less head follows nothing
+        if envelope.epoch <= self._km.epoch:
+            self.counters["rekeys_replayed"] += 1
+            return
+        if envelope.from_epoch != self._km.epoch:
+            self._hold(envelope)
+            self._request_recovery(now, "missed a rekey")
+            return
+        self._apply_rekey(envelope, now)
+        self._apply_held(now)
+
+    def _hold(self, envelope: RekeyEnvelope) -> None:
+        self.counters["rekeys_held"] += 1
+        self._held[envelope.epoch] = envelope
+        while len(self._held) > MAX_HELD_REKEYS:
+            del self._held[min(self._held)]
+
+    def _apply_held(self, now: float) -> None:
+        while self._km is not None:
+            for epoch in [e for e in self._held if e <= self._km.epoch]:
+                del self._held[epoch]
+            ready = [e for e in self._held.values() if e.from_epoch == self._km.epoch]
+            if not ready:
+                return
+            envelope = min(ready, key=lambda e: e.epoch)
+            del self._held[envelope.epoch]
+            if not self._apply_rekey(envelope, now):
+                return
+
+    def _apply_rekey(self, envelope: RekeyEnvelope, now: float, *, recovered: bool = False) -> bool:
+        assert self._km is not None and self.keys is not None and self.unprotector is not None
+        previous = self._km.epoch
+        try:
+            self._km.apply(envelope.payload)
+        except NotForMe:
+            self.counters["rekeys_not_for_me"] += 1
+            if not recovered:
+                self._request_recovery(now, "rekey held nothing for us")
+            return False
+        except (AuthenticationFailed, MalformedPacket):
+            self.counters["rekeys_rejected"] += 1
+            self._events.append(ev.AuthFailure("rekey", "key management refused the rekey"))
+            if not recovered:
+                self._request_recovery(now, "rekey refused by the scheme")
+            return False
+        epoch = self._km.epoch
+        if epoch != envelope.epoch:
+            self.counters["rekeys_epoch_mismatch"] += 1
+        current = self.keys.epoch
+        if current is None or epoch > current:
+            self.keys.install(epoch, self._km.group_secret, now)
+        self.counters["recoveries_applied" if recovered else "rekeys_applied"] += 1
+        self._events.append(ev.EpochChanged(epoch, previous, recovered))
+        self._deliver(self.unprotector.release(now))
+        if self.unprotector.highest_future_epoch is None and not self._held:
+            self._behind = False
+            self._recovery_due = None
+        return True
+
+    def _on_recovery(self, m: msg.Recovery, now: float) -> None:
+        if self._controller is None or self.welcome is None or self._km is None:
+            return
+        try:
+            envelope = open_envelope(m.envelope, self._controller, session=self.welcome.session)
+        except MalformedPacket:
+            self.counters["rekeys_malformed"] += 1
+            return
+        except AuthenticationFailed:
+            self.counters["rekeys_forged"] += 1
+            self._events.append(ev.AuthFailure("recovery", "bad controller signature"))
+            return
+        if envelope.kind != EnvelopeKind.RECOVERY or envelope.member_id != self.member_id:
+            self.counters["rekeys_forged"] += 1
+            return
+        if envelope.epoch <= self._km.epoch:
+            self.counters["recoveries_stale"] += 1
+            self._behind = False
+            self._recovery_due = None
+            self._apply_held(now)
+            return
+        self._behind = False
+        self._recovery_due = None
+        self._apply_rekey(envelope, now, recovered=True)
+        self._apply_held(now)
+
+    def _request_recovery(self, now: float, why: str) -> None:
+        self._behind = True
+        if now - self._last_recovery < self.recovery_interval:
+            self._recovery_due = self._last_recovery + self.recovery_interval
+            return
+        self._last_recovery = now
+        self._recovery_due = now + self.recovery_interval  # retry unless resolved
+        have = self._km.epoch if self._km is not None else 0
+        self.counters["recoveries_requested"] += 1
+        self._send(msg.Recover(have))
+        self._events.append(ev.RecoveryRequested(have, why))
+
+    # ------------------------------------------------------------------ timers, outputs
+
+    def get_timer(self) -> float | None:
+        deadlines = [self._recovery_due]
+        if self.keys is not None:
+            deadlines.append(self.keys.get_timer())
+        if self.unprotector is not None:
+            deadlines.append(self.unprotector.get_timer())
+        return min((d for d in deadlines if d is not None), default=None)
+
+    def handle_timer(self, now: float) -> None:
+        if self.keys is not None:
+            self.keys.handle_timer(now)
+        if self.unprotector is not None:
+            self.unprotector.handle_timer(now)
+        if self._recovery_due is not None and now >= self._recovery_due:
+            self._recovery_due = None
+            if self.state != State.MEMBER:
+                return
+            still_behind = self._behind or (
+                self.unprotector is not None and self.unprotector.highest_future_epoch is not None
+            )
+            if still_behind:
+                self._request_recovery(now, "data of an epoch we do not have")
+
+    def control_to_send(self) -> list[bytes]:
+        out, self._out = self._out, []
+        return out
+
+    def next_event(self) -> ev.SecurityEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def stats(self) -> dict[str, int]:
+        result = dict(self.counters)
+        if self.unprotector is not None:
+            result.update({f"data_{k}": v for k, v in self.unprotector.counters.items()})
+        for protector in self.protectors.values():
+            for k, v in protector.counters.items():
+                result[f"sent_{k}"] = result.get(f"sent_{k}", 0) + v
+        result["epoch"] = -1 if self.epoch is None else self.epoch
+        return result
+
+    _handlers: dict[type[msg.ControlMessage], Callable[[Member, Any, float], None]] = {
+        msg.Welcome: _on_welcome,
+        msg.Denied: _on_denied,
+        msg.Expelled: _on_expelled,
+        msg.SenderInfo: _on_sender_info,
+        msg.SenderGone: _on_sender_gone,
+        msg.SenderResult: _on_sender_result,
+        msg.MaterialRequest: _on_material_request,
+        msg.Recovery: _on_recovery,
+    }

@@ -1,0 +1,68 @@
+"""Control messages: every type round-trips, framing is bounded, garbage is only malformed."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rmsec.errors import MalformedPacket
+from rmsec.security import messages as msg
+
+INFO = msg.SenderInfo(b"sender01", b"alice", 7, b"params", b"material")
+EXAMPLES: list[msg.ControlMessage] = [
+    msg.Register(b"alice", msg.Roles.RECEIVE | msg.Roles.SEND, None, b"node0001", ("127.0.0.1", 9)),
+    msg.Register(b"bob", msg.Roles.HEAD, b"token", b"node0002", None),
+    msg.AddSender(b"sender01", 7, b"params", ("::1", 5)),
+    msg.Material(b"sender01", ((b"bob", b"m1"), (b"carol", b""))),
+    msg.Recover(3),
+    msg.Leave(),
+    msg.RemoveSender(b"sender01"),
+    msg.Welcome(b"alice", 4, b"keys", b"k" * 32, "flat", "ed25519", {"mac_len": 16, "x": [1.5, "y"]},
+                "aes-128-gcm", b"s" * 8, 99, (("127.0.0.1", 4000),), 2.0, None, (INFO,),
+                ("239.1.2.3", 40000)),
+    msg.Denied("not on the allow list"),
+    INFO,
+    msg.SenderGone(b"sender01"),
+    msg.MaterialRequest(b"sender01", (b"bob", b"carol")),
+    msg.Recovery(b"envelope"),
+    msg.Expelled("certificate revoked"),
+    msg.SenderResult(b"sender01", 1, ""),
+]
+
+
+@pytest.mark.parametrize("message", EXAMPLES, ids=lambda m: type(m).__name__)
+def test_round_trip(message: msg.ControlMessage) -> None:
+    assert msg.decode_untrusted(message.encode()) == message
+
+
+def test_size_limit_before_registration() -> None:
+    big = msg.AddSender(b"sender01", 1, b"p" * 60_000, None).encode()
+    msg.decode_untrusted(big)
+    with pytest.raises(MalformedPacket):
+        msg.decode_untrusted(big + b"", max_len=1000)
+
+
+def test_frame_decoder_refuses_oversized_frames_before_buffering() -> None:
+    decoder = msg.FrameDecoder(100)
+    assert decoder.feed(msg.frame(b"a" * 10) + msg.frame(b"b" * 5)[:3]) == [b"a" * 10]
+    assert decoder.feed(msg.frame(b"b" * 5)[3:]) == [b"b" * 5]
+    with pytest.raises(MalformedPacket):
+        decoder.feed((10_000_000).to_bytes(4, "big"))
+
+
+@pytest.mark.parametrize("junk", [b"", b"\x82\x01\x63", b"\x83\x02\x10\x00", b"\x82\x01\x10",
+                                  msg.Recover(3).encode()[:-1] + b"\x1b"])
+def test_garbage(junk: bytes) -> None:
+    with pytest.raises(MalformedPacket):
+        msg.decode_untrusted(junk)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200) | st.sampled_from([m.encode() for m in EXAMPLES]).flatmap(
+    lambda b: st.integers(0, len(b) - 1).map(lambda i: b[:i] + bytes([b[i] ^ 0x41]) + b[i + 1 :])))
+def test_fuzz_only_malformed(data: bytes) -> None:
+    with contextlib.suppress(MalformedPacket):
+        msg.decode_untrusted(data)
