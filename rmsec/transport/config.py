@@ -29,6 +29,10 @@ class TransportConfig:
     hello_interval: float = 1.0
     head_loss_hellos: int = 5
     advertise_interval: float = 2.0
+    #: Unsolicited head advertisements on the multicast group (multicast mode only).  Off by
+    #: default: every member receives each one, which at 10,000 members costs more than all
+    #: acknowledgements; members find heads by solicitation and referrals instead.
+    advertise: bool = False
     solicit_wait: float = 0.2
     repair_suppress: float = 0.1
     ack_interval: float = 0.05

@@ -239,7 +239,7 @@ class TreeNode:
         self._deadline_hello: float | None = now + config.hello_interval
         self._deadline_tail_hello: float | None = None
         self._deadline_advertise: float | None = (
-            now + config.advertise_interval if config.multicast else None
+            now + config.advertise_interval if config.multicast and config.advertise else None
         )
         self._dispatch: dict[type[Packet], Callable[[Packet, bytes, Addr, float], None]] = {
             cls: getattr(self, name) for cls, name in self._HANDLERS.items()
