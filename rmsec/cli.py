@@ -17,6 +17,11 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("bench", "keymgmt"): ("rmsec.bench.keymgmt", "key-management cost against group size"),
     ("bench", "auth"): ("rmsec.bench.auth", "source-authentication throughput and overhead"),
     ("sim",): ("rmsec.sim.cli", "run the discrete-event simulator once"),
+    ("credentials",): (
+        "rmsec.credentials",
+        "make a group CA, controller and member certificates for trying things out",
+    ),
+    ("announce",): ("rmsec.announce", "write a signed session announcement"),
 }
 
 
