@@ -29,10 +29,12 @@ class TransportConfig:
     hello_interval: float = 1.0
     head_loss_hellos: int = 5
     advertise_interval: float = 2.0
-    #: Unsolicited head advertisements on the multicast group (multicast mode only).  Off by
-    #: default: every member receives each one, which at 10,000 members costs more than all
-    #: acknowledgements; members find heads by solicitation and referrals instead.
-    advertise: bool = False
+    #: Unsolicited head advertisements on the multicast group (multicast mode only), as in
+    #: TRAM.  Every member receives each one (we cannot scope them by TTL), which at 10,000
+    #: members costs more than all acknowledgements; turning them off leaves members to the
+    #: solicitation/referral walk, which at that size binds far more slowly (see
+    #: docs/benchmarks.md), so they stay on by default.
+    advertise: bool = True
     solicit_wait: float = 0.2
     repair_suppress: float = 0.1
     ack_interval: float = 0.05
