@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         open_receiver,
         open_sender,
     )
+    from rmsec.secure_api import ControllerChannel, open_controller
     from rmsec.transport.config import TransportConfig
 
 #: public name -> module that defines it (None: the name is a submodule).
@@ -31,6 +32,8 @@ _LAZY: dict[str, str | None] = {
     "open_sender": "rmsec.api",
     "open_head": "rmsec.api",
     "open_receiver": "rmsec.api",
+    "open_controller": "rmsec.secure_api",
+    "ControllerChannel": "rmsec.secure_api",
     "Message": "rmsec.api",
     "EventLog": "rmsec.api",
     "SenderChannel": "rmsec.api",
@@ -44,6 +47,7 @@ _LAZY: dict[str, str | None] = {
 
 __all__ = [
     "Announcement",
+    "ControllerChannel",
     "EventLog",
     "HeadChannel",
     "Message",
@@ -53,6 +57,7 @@ __all__ = [
     "__version__",
     "errors",
     "io",
+    "open_controller",
     "open_head",
     "open_receiver",
     "open_sender",

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -160,11 +160,15 @@ class SenderChannel(_Node):
     def writable(self) -> bool:
         return bool(self._machine.writable)
 
-    async def send(self, data: bytes) -> int:
+    async def send(self, data: bytes, *, encrypt: bool | None = None) -> int:
         """Queue one message, waiting first while the send queue is above its high-water mark.
 
-        Returns the sequence number of its first packet.
+        Returns the sequence number of its first packet.  ``encrypt`` belongs to secured
+        groups (DESIGN.md §6); asking for encryption in a group without security is an error
+        rather than a silent plaintext send.
         """
+        if encrypt:
+            raise ConfigError("this group has no security: open a controller to encrypt")
         if self._closed:
             raise ChannelClosed("the stream was closed")
         if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -303,6 +307,7 @@ async def _run_node(
     ready: Callable[[_Node], bool],
     last_words: Callable[[float], object] | None,
     finish: Callable[[_Node], Any] | None = None,
+    tasks: Sequence[Callable[..., Awaitable[object]]] = (),
 ) -> AsyncIterator[_Node]:
     """Run ``machine`` for the body of the ``async with``; the common part of every open_*.
 
@@ -310,6 +315,9 @@ async def _run_node(
     nursery in an ``ExceptionGroup``; an exception of the caller's own body (``Pruned`` from
     the iteration, say) is unwrapped again, so ``except rmsec.errors.Pruned`` works.  A
     failure of the driver itself stays grouped.
+
+    ``tasks`` run beside the driver (``await nursery.start(task)``, so each calls
+    ``task_status.started()``): the secured layer's control link and event pumps.
     """
     observers: list[Callable[[ev.Event], None]] = []
     driver = NodeDriver(machine, sockets, observe=lambda e: observers[0](e), keep=keep)
@@ -319,6 +327,8 @@ async def _run_node(
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(driver.run)
+            for task in tasks:
+                await nursery.start(task)
             try:
                 await driver.wait_until(lambda: ready(node))
                 try:
@@ -349,6 +359,17 @@ def _check_credentials(credentials: object) -> None:
         raise ConfigError("credentials need a secured group (an announcement from a controller)")
 
 
+def _is_secured(announcement: AnnouncementLike | None, credentials: object) -> bool:
+    """A signed announcement means a secured group (which needs ``credentials=``)."""
+    from rmsec.security.announcement import is_signed
+
+    signed = isinstance(announcement, bytes) and is_signed(announcement)
+    if signed and credentials is None:
+        raise ConfigError("this group is secured: pass credentials= (rmsec.credentials."
+                          "MemberCredentials)")
+    return signed
+
+
 @asynccontextmanager
 async def open_sender(
     announcement: AnnouncementLike | None = None,
@@ -365,7 +386,19 @@ async def open_sender(
     ``tx.announcement`` then describes the group for everyone else.  With one, it joins that
     group's tree as an additional sender with a stream of its own.  Leaving the block normally
     closes the stream and waits for positive confirmation (bound it with a cancel scope).
+
+    With a signed announcement (a secured group) and ``credentials=``, it registers with the
+    controller over TLS first and protects every message (see :mod:`rmsec.secure_api`).
     """
+    if _is_secured(announcement, credentials):
+        from rmsec import secure_api
+
+        assert isinstance(announcement, bytes)
+        async with secure_api.open_secure_sender(
+            announcement, credentials=credentials, network=network, host=host, stream=stream,
+        ) as secure_tx:
+            yield secure_tx
+        return
     _check_credentials(credentials)
     if announcement is None:
         net = network if network is not None else udp(host=host or "127.0.0.1")
@@ -425,8 +458,21 @@ async def open_head(
 ) -> AsyncIterator[HeadChannel]:
     """Open a repair head and return once it is bound into the tree.
 
-    With ``deliver=True`` the head is also a receiver: iterate it for the messages.
+    With ``deliver=True`` the head is also a receiver: iterate it for the messages.  In a
+    secured group (signed announcement, ``credentials=``) a head registers with the role HEAD
+    and holds no key: it caches and repairs ciphertext, so ``deliver=True`` is refused there.
     """
+    if _is_secured(announcement, credentials):
+        from rmsec import secure_api
+
+        assert isinstance(announcement, bytes)
+        if deliver:
+            raise ConfigError("a head of a secured group holds no key: it cannot deliver")
+        async with secure_api.open_secure_head(
+            announcement, credentials=credentials, network=network, host=host,
+        ) as secure_head:
+            yield secure_head
+        return
     _check_credentials(credentials)
     ann = announcement_from(announcement)
     net = _network_for(ann, network, host)
@@ -465,8 +511,19 @@ async def open_receiver(
     """Open a receiver and return once it is bound into the tree; ``async for`` the messages.
 
     ``join_policy`` overrides the announcement's for this member (``from_now``,
-    ``from_cache``, ``from_start``).
+    ``from_cache``, ``from_start``).  In a secured group (signed announcement,
+    ``credentials=``) it registers over TLS first, then verifies and decrypts every message.
     """
+    if _is_secured(announcement, credentials):
+        from rmsec import secure_api
+
+        assert isinstance(announcement, bytes)
+        async with secure_api.open_secure_receiver(
+            announcement, credentials=credentials, network=network, host=host,
+            join_policy=join_policy,
+        ) as secure_rx:
+            yield secure_rx
+        return
     _check_credentials(credentials)
     ann = announcement_from(announcement)
     net = _network_for(ann, network, host)
@@ -493,3 +550,13 @@ async def open_receiver(
     ) as node:
         assert isinstance(node, ReceiverChannel)
         yield node
+
+
+def __getattr__(name: str) -> Any:
+    """``open_controller`` and ``ControllerChannel`` live in :mod:`rmsec.secure_api` (which
+    imports this module): re-exported lazily."""
+    if name in ("open_controller", "ControllerChannel"):
+        from rmsec import secure_api
+
+        return getattr(secure_api, name)
+    raise AttributeError(f"module 'rmsec.api' has no attribute {name!r}")

@@ -829,8 +829,10 @@ class TreeNode:
             self.counters["too_many_streams"] += 1
             return None
         stream = Stream(stream_id, 0)
-        if self.is_root and addr not in self.children:
-            stream.source_addr = addr  # a secondary sender injecting its stream
+        if self.is_root:
+            # Children never forward upward in the overlay: data first heard at the root
+            # (even from a child) is a secondary sender injecting its own stream.
+            stream.source_addr = addr
         elif addr != self.parent and not self.config.multicast:
             self.counters["data_from_stranger"] += 1
             return None

@@ -238,3 +238,24 @@ def test_hostile_datagrams_never_crash_any_role(seed: int) -> None:
     assert sum(n.stats().get("malformed", 0) for n in net.nodes.values()) > 0
     for i in range(2):
         assert delivered(net, ("rx", i)) == msgs(20, seed=seed)
+
+
+def test_second_sender_bound_directly_to_the_root() -> None:
+    """A secondary sender that is also the root's child still gets its stream distributed."""
+    config = TransportConfig(max_children=8)
+    net = Shuttle(seed=6)
+    first, _rx = build(net, config, heads=0, receivers=2)
+    second = net.add(("tx2", 0), Sender(config, session=SESSION, node_id=nid(3), rng=net.rng,
+                                        now=net.now, bootstrap=[ROOT]))
+    net.run(net.now + 2)
+    assert second.parent == ROOT
+    messages = msgs(20, seed=3)
+    for m in messages:
+        second.send(m, net.now)
+    second.close(net.now)
+    net.flush(("tx2", 0))
+    net.run(net.now + 60, stop=lambda: second.confirmed)
+    assert second.confirmed
+    assert first.stats().get("data_from_stranger", 0) == 0
+    for r in range(2):
+        assert delivered(net, ("rx", r)) == messages
