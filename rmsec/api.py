@@ -55,6 +55,10 @@ AnnouncementLike = bytes | Announcement
 EVENT_LOG_SIZE = 4096
 
 
+#: Sends between full scheduling rounds while the send queue has room.
+SEND_YIELD_EVERY = 16
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Message:
     """One application message as delivered: in order and exactly once per sender.
@@ -151,6 +155,7 @@ class SenderChannel(_Node):
         self.announcement = announcement
         self.confirmed_stream: int | None = None
         self._closed = False
+        self._sends_since_yield = 0
 
     @property
     def stream(self) -> int:
@@ -177,7 +182,15 @@ class SenderChannel(_Node):
         if not machine.writable:
             await self._driver.wait_until(lambda: bool(machine.writable))
         else:
-            await trio.lowlevel.checkpoint()
+            # A full scheduling round per message costs more than the message itself: yield
+            # to the other tasks (acks, timers) every SEND_YIELD_EVERY sends, and stay a cancel
+            # point on every one.
+            self._sends_since_yield += 1
+            if self._sends_since_yield >= SEND_YIELD_EVERY:
+                self._sends_since_yield = 0
+                await trio.lowlevel.checkpoint()
+            else:
+                await trio.lowlevel.checkpoint_if_cancelled()
         seq: int = self._driver.command(lambda now: machine.send(bytes(data), now))
         return seq
 
