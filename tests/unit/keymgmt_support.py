@@ -562,3 +562,29 @@ def _header(data: bytes) -> tuple[int, int]:
     """``(kind, epoch)`` of a message, read without checking the rest."""
     values = loads_array(data, max_len=common.MAX_MESSAGE, what="message")
     return values[2], values[3]
+
+
+# ------------------------------------------------------------------ known-answer messages
+
+#: The members every known-answer run starts with.
+KAT_NAMES = [b"alice", b"bob", b"carol", b"dave", b"erin"]
+
+
+def kat_messages(
+    scheme: type[KeyManagement], label: bytes, options: dict[str, object]
+) -> tuple[KeyManagement, dict[str, bytes]]:
+    """One fixed history (join five, bob leaves, frank joins, carol recovers, refresh) under a
+    counter rng seeded with ``label``: the messages every scheme's known answers pin."""
+    server = scheme(rng=counter_rng(label), options=options)
+    out = {"welcome": server.update(joins=KAT_NAMES).welcomes[b"alice"]}
+    out["leave"] = server.update(leaves=[b"bob"]).rekey
+    out["join"] = server.update(joins=[b"frank"]).rekey
+    out["recovery"] = server.recover(b"carol")
+    out["refresh"] = server.refresh().rekey
+    out["secret"] = server.group_secret
+    return server, out
+
+
+def pinned(value: bytes, expected: str) -> bool:
+    """Short messages are pinned whole, long ones by SHA-256."""
+    return value.hex() == expected or hashlib.sha256(value).hexdigest() == expected

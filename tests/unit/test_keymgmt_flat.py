@@ -3,7 +3,6 @@ control showing that the attacker of the property tests catches the classic mist
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 import cbor2
@@ -11,12 +10,17 @@ import pytest
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
 from rmsec_plugins.keymgmt_flat import FlatScheme, common
 
-from rmsec.interfaces import Update
+from rmsec.interfaces import KeyManagement, Update
 from rmsec.security import keycrypto
 
-from .keymgmt_support import Group, counter_rng, derivable_secrets
+from .keymgmt_support import KAT_NAMES, Group, counter_rng, derivable_secrets, pinned
+from .keymgmt_support import kat_messages as support_kat_messages
 
-NAMES = [b"alice", b"bob", b"carol", b"dave", b"erin"]
+NAMES = KAT_NAMES
+
+
+def kat_messages(options: dict[str, object]) -> tuple[KeyManagement, dict[str, bytes]]:
+    return support_kat_messages(FlatScheme, b"rmsec kat flat", options)
 
 KAT = {
     "flat": (
@@ -33,19 +37,8 @@ KAT = {
 }
 
 
-def kat_messages(options: dict[str, object]) -> tuple[FlatScheme, dict[str, bytes]]:
-    server = FlatScheme(rng=counter_rng(b"rmsec kat flat"), options=options)
-    out = {"welcome": server.update(joins=NAMES).welcomes[b"alice"]}
-    out["leave"] = server.update(leaves=[b"bob"]).rekey
-    out["join"] = server.update(joins=[b"frank"]).rekey
-    out["recovery"] = server.recover(b"carol")
-    out["refresh"] = server.refresh().rekey
-    out["secret"] = server.group_secret
-    return server, out
 
 
-def pinned(value: bytes, expected: str) -> bool:
-    return value.hex() == expected or hashlib.sha256(value).hexdigest() == expected
 
 
 @pytest.mark.parametrize("case", KAT)

@@ -18,11 +18,17 @@ from hypothesis import strategies as st
 from rmsec_plugins.keymgmt_flat import common
 from rmsec_plugins.keymgmt_lkh import LkhScheme, wire
 
+from rmsec.interfaces import KeyManagement
 from rmsec.security import treemath
 
-from .keymgmt_support import Group, counter_rng, derivable_secrets
+from .keymgmt_support import KAT_NAMES, Group, counter_rng, derivable_secrets, pinned
+from .keymgmt_support import kat_messages as support_kat_messages
 
-NAMES = [b"alice", b"bob", b"carol", b"dave", b"erin"]
+NAMES = KAT_NAMES
+
+
+def kat_messages(options: dict[str, object]) -> tuple[KeyManagement, dict[str, bytes]]:
+    return support_kat_messages(LkhScheme, b"rmsec kat lkh", options)
 
 KAT = {
     "degree 4, join rekey": (
@@ -50,20 +56,8 @@ KAT = {
 }
 
 
-def kat_messages(options: dict[str, object]) -> tuple[LkhScheme, dict[str, bytes]]:
-    server = LkhScheme(rng=counter_rng(b"rmsec kat lkh"), options=options)
-    out = {"welcome": server.update(joins=NAMES).welcomes[b"alice"]}
-    out["leave"] = server.update(leaves=[b"bob"]).rekey
-    out["join"] = server.update(joins=[b"frank"]).rekey
-    out["recovery"] = server.recover(b"carol")
-    out["refresh"] = server.refresh().rekey
-    out["secret"] = server.group_secret
-    return server, out
 
 
-def pinned(value: bytes, expected: str) -> bool:
-    """Short messages are pinned whole, long ones by SHA-256."""
-    return value.hex() == expected or hashlib.sha256(value).hexdigest() == expected
 
 
 @pytest.mark.parametrize("case", KAT)

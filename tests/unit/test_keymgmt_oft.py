@@ -4,7 +4,6 @@ the strengthened one that ``oft`` registers."""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 import cbor2
@@ -12,10 +11,16 @@ import pytest
 from rmsec_plugins.keymgmt_oft import OftScheme, OriginalOftScheme, wire
 
 from rmsec.errors import AuthenticationFailed
+from rmsec.interfaces import KeyManagement
 
-from .keymgmt_support import Group, counter_rng, derivable_secrets
+from .keymgmt_support import KAT_NAMES, Group, counter_rng, derivable_secrets, pinned
+from .keymgmt_support import kat_messages as support_kat_messages
 
-NAMES = [b"alice", b"bob", b"carol", b"dave", b"erin"]
+NAMES = KAT_NAMES
+
+
+def kat_messages(options: dict[str, object]) -> tuple[KeyManagement, dict[str, bytes]]:
+    return support_kat_messages(OftScheme, b"rmsec kat oft", options)
 
 KAT = {
     "oft": (
@@ -32,19 +37,8 @@ KAT = {
 }
 
 
-def kat_messages(options: dict[str, object]) -> tuple[OftScheme, dict[str, bytes]]:
-    server = OftScheme(rng=counter_rng(b"rmsec kat oft"), options=options)
-    out = {"welcome": server.update(joins=NAMES).welcomes[b"alice"]}
-    out["leave"] = server.update(leaves=[b"bob"]).rekey
-    out["join"] = server.update(joins=[b"frank"]).rekey
-    out["recovery"] = server.recover(b"carol")
-    out["refresh"] = server.refresh().rekey
-    out["secret"] = server.group_secret
-    return server, out
 
 
-def pinned(value: bytes, expected: str) -> bool:
-    return value.hex() == expected or hashlib.sha256(value).hexdigest() == expected
 
 
 @pytest.mark.parametrize("case", KAT)

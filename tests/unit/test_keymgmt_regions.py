@@ -3,8 +3,6 @@ re-encryption, per-region schemes and refresh, placement."""
 
 from __future__ import annotations
 
-import hashlib
-
 import cbor2
 import pytest
 from rmsec_plugins.keymgmt_flat import common
@@ -12,11 +10,17 @@ from rmsec_plugins.keymgmt_regions import RegionsScheme, wire
 from rmsec_plugins.keymgmt_regions.scheme import trunk_key
 
 from rmsec.errors import LocalError
+from rmsec.interfaces import KeyManagement
 from rmsec.security import keycrypto
 
-from .keymgmt_support import Group, counter_rng, derivable_secrets
+from .keymgmt_support import KAT_NAMES, Group, counter_rng, derivable_secrets, pinned
+from .keymgmt_support import kat_messages as support_kat_messages
 
-NAMES = [b"alice", b"bob", b"carol", b"dave", b"erin"]
+NAMES = KAT_NAMES
+
+
+def kat_messages(options: dict[str, object]) -> tuple[KeyManagement, dict[str, bytes]]:
+    return support_kat_messages(RegionsScheme, b"rmsec kat regions", options)
 
 KAT = {
     "regions": (
@@ -33,19 +37,8 @@ KAT = {
 }
 
 
-def kat_messages(options: dict[str, object]) -> tuple[RegionsScheme, dict[str, bytes]]:
-    server = RegionsScheme(rng=counter_rng(b"rmsec kat regions"), options=options)
-    out = {"welcome": server.update(joins=NAMES).welcomes[b"alice"]}
-    out["leave"] = server.update(leaves=[b"bob"]).rekey
-    out["join"] = server.update(joins=[b"frank"]).rekey
-    out["recovery"] = server.recover(b"carol")
-    out["refresh"] = server.refresh().rekey
-    out["secret"] = server.group_secret
-    return server, out
 
 
-def pinned(value: bytes, expected: str) -> bool:
-    return value.hex() == expected or hashlib.sha256(value).hexdigest() == expected
 
 
 @pytest.mark.parametrize("case", KAT)
