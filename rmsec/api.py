@@ -57,6 +57,10 @@ EVENT_LOG_SIZE = 4096
 
 #: Sends between full scheduling rounds while the send queue has room.
 SEND_YIELD_EVERY = 16
+#: Messages a receiver takes from its channel between full scheduling rounds.  One round per
+#: message would let the receive task (which drains up to ``RECV_BATCH`` datagrams a round)
+#: outrun the application 256 to 1 until back-pressure drops data.
+RECEIVE_YIELD_EVERY = 64
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -191,7 +195,7 @@ class SenderChannel(_Node):
                 await trio.lowlevel.checkpoint()
             else:
                 await trio.lowlevel.checkpoint_if_cancelled()
-        seq: int = self._driver.command(lambda now: machine.send(bytes(data), now))
+        seq: int = self._driver.command_soon(lambda now: machine.send(bytes(data), now))
         return seq
 
     async def aclose(self) -> None:
@@ -220,6 +224,7 @@ class ReceiverChannel(_Node):
         self._ended: set[int] = set()
         self._finished = False
         self.delivered = 0
+        self._taken_since_yield = 0
 
     @property
     def parent(self) -> Addr | None:
@@ -240,7 +245,7 @@ class ReceiverChannel(_Node):
             if self._finished:
                 raise StopAsyncIteration
             try:
-                event = await self._driver.events.receive()
+                event = await self._next_event()
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 self._finished = True
                 raise StopAsyncIteration from None
@@ -256,6 +261,22 @@ class ReceiverChannel(_Node):
             elif isinstance(event, ev.PrunedByParent):
                 self._finished = True
                 raise Pruned(f"removed from the repair tree by its parent (reason {event.reason})")
+
+    async def _next_event(self) -> ev.Event:
+        """The next event from the driver, taking what is already queued without a full
+        scheduling round (but staying a cancel point) for up to RECEIVE_YIELD_EVERY events."""
+        channel = self._driver.events
+        if self._taken_since_yield < RECEIVE_YIELD_EVERY:
+            try:
+                event = channel.receive_nowait()
+            except trio.WouldBlock:
+                pass
+            else:
+                self._taken_since_yield += 1
+                await trio.lowlevel.checkpoint_if_cancelled()
+                return event
+        self._taken_since_yield = 0
+        return await channel.receive()
 
     async def receive(self) -> Message:
         """The next message; raises :class:`ChannelClosed` once the stream(s) ended."""

@@ -241,3 +241,24 @@ def test_memory_rejects_bad_probabilities() -> None:
     with pytest.raises(ValueError):
         rmsec.io.memory(delay=-1)
     assert math.isfinite(rmsec.io.memory().delay)
+
+
+async def test_command_soon_writes_a_burst_at_the_next_scheduling_point(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    net = rmsec.io.memory()
+    a_sock, b_sock = await net.open_node(), await net.open_node()
+    a, b = EchoMachine(b"a" * 8), EchoMachine(b"b" * 8)
+    async with trio.open_nursery() as nursery:
+        da = await start(nursery, a, a_sock)
+        await start(nursery, b, b_sock)
+        for i in range(10):
+            da.command_soon(lambda now, i=i: a.send(b"m%d" % i, b_sock.local_addr, now))
+        # Nothing has left yet: the burst waits for the caller's next checkpoint ...
+        assert a_sock.primary.counters.datagrams_out == 0
+        await trio.testing.wait_all_tasks_blocked()
+        # ... and then leaves together, in order.
+        assert a_sock.primary.counters.datagrams_out == 10
+        await trio.sleep(0.1)
+        assert [data for data, _, _ in b.received] == [b"m%d" % i for i in range(10)]
+        nursery.cancel_scope.cancel()
