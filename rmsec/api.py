@@ -31,7 +31,7 @@ from rmsec import transport
 from rmsec.announcement import Announcement, announcement_from
 from rmsec.errors import ChannelClosed, ConfigError, Pruned
 from rmsec.io.base import Addr, Network, NodeSockets
-from rmsec.io.driver import Machine, NodeDriver
+from rmsec.io.driver import RECV_BATCH, Machine, NodeDriver
 from rmsec.io.multicast import ip_multicast
 from rmsec.io.udp import udp
 from rmsec.transport import events as ev
@@ -57,10 +57,11 @@ EVENT_LOG_SIZE = 4096
 
 #: Sends between full scheduling rounds while the send queue has room.
 SEND_YIELD_EVERY = 16
-#: Messages a receiver takes from its channel between full scheduling rounds.  One round per
-#: message would let the receive task (which drains up to ``RECV_BATCH`` datagrams a round)
-#: outrun the application 256 to 1 until back-pressure drops data.
-RECEIVE_YIELD_EVERY = 64
+#: Messages a receiver takes from its channel between full scheduling rounds: as many as the
+#: receive task drains from the socket in one round (``RECV_BATCH``), so the application keeps
+#: pace.  One round per message would let the receive task outrun it 256 to 1 until the
+#: transport's back-pressure drops data.
+RECEIVE_YIELD_EVERY = RECV_BATCH
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

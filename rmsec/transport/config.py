@@ -36,7 +36,7 @@ class TransportConfig:
     #: docs/benchmarks.md), so they stay on by default.
     advertise: bool = True
     solicit_wait: float = 0.2
-    repair_suppress: float = 0.1
+    repair_suppress: float = 0.01
     ack_interval: float = 0.05
     cache_packets: int = 4096
     min_rate: float = 64_000.0
