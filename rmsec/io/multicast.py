@@ -46,6 +46,15 @@ class IpMulticastNetwork(SeededSockets):
     def info(self) -> NetworkInfo:
         return NetworkInfo("ip_multicast", self.group, self.port)
 
+    def for_group(self, group: str, port: int) -> IpMulticastNetwork:
+        """The same local options (interface, loss, seed) on another group: the announcement
+        says where a session's data plane is, ``network=`` only how this host reaches it."""
+        if (group, port) == (self.group, self.port):
+            return self
+        return IpMulticastNetwork(
+            group=group, port=port, interface=self.interface, loss=self.loss, seed=self.seed
+        )
+
     @property
     def supports_multicast(self) -> bool:
         return True

@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "or a static parent (no solicitation)")
     parser.add_argument("--root-takes-receivers", action="store_true",
                         help="let the sender accept receivers as children (default: first-level heads only)")
+    parser.add_argument("--root-children", type=int, default=4,
+                        help="first-level heads under the sender, at every group size (0: up to max_children)")
     parser.add_argument("--max-time", type=float, default=600.0, help="simulated seconds at most")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
@@ -74,6 +76,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         transport=TransportConfig.from_mapping(settings),
         bootstrap=args.bootstrap,
         root_heads_only=not args.root_takes_receivers,
+        root_children=args.root_children or None,
         max_time=args.max_time,
     )
 

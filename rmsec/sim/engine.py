@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import gc
 import heapq
 import itertools
 import random
@@ -154,6 +155,8 @@ class Simulator:
         self._group_delay: list[float] = []
         self._group: list[int] = []
         self._group_snapshot: tuple[int, ...] | None = ()
+        self._until = 0.0
+        self._switch = False
         self._on_event: list[EventHook | None] = []
         self._on_flush: list[FlushHook | None] = []
 
@@ -201,8 +204,17 @@ class Simulator:
         """Run ``action`` at simulated time ``when`` (scenario phases, node starts)."""
         heapq.heappush(self._heap, (max(when, self.now), next(self._seq), _CALL, -1, action, None))
 
-    def start(self, index: int, when: float | None = None, factory: MachineFactory | None = None) -> None:
-        """Bring node ``index`` up at ``when``: it joins the multicast group and is flushed.
+    def start(
+        self,
+        index: int,
+        when: float | None = None,
+        factory: MachineFactory | None = None,
+        *,
+        join_group: bool = True,
+    ) -> None:
+        """Bring node ``index`` up at ``when``: it joins the multicast group (unless
+        ``join_group`` is False, as for a root sender, which only sends to the group on
+        every real network) and is flushed.
 
         With ``factory``, the node's machine is built then, from the simulated time.
         """
@@ -212,11 +224,12 @@ class Simulator:
                 self.machines[index] = factory(self.now)
             if not self._running[index]:
                 self._running[index] = True
-                delay = self._access[index]
-                at = bisect.bisect_right(self._group_delay, delay)
-                self._group_delay.insert(at, delay)
-                self._group.insert(at, index)
-                self._group_snapshot = None
+                if join_group:
+                    delay = self._access[index]
+                    at = bisect.bisect_right(self._group_delay, delay)
+                    self._group_delay.insert(at, delay)
+                    self._group.insert(at, index)
+                    self._group_snapshot = None
                 self.flush(index)
 
         if when is None or when <= self.now:
@@ -228,10 +241,11 @@ class Simulator:
         """Stop node ``index`` now, silently: what it had in flight still arrives elsewhere."""
         if self._running[index]:
             self._running[index] = False
-            at = self._group.index(index)
-            del self._group[at]
-            del self._group_delay[at]
-            self._group_snapshot = None
+            if index in self._group:
+                at = self._group.index(index)
+                del self._group[at]
+                del self._group_delay[at]
+                self._group_snapshot = None
             self._timer_at[index] = None
 
     def running(self, index: int) -> bool:
@@ -245,7 +259,20 @@ class Simulator:
 
     def run(self, until: float, *, max_events: int | None = None) -> bool:
         """Process events up to simulated time ``until``; True if stopped by request."""
+        # Ten thousand machines are millions of long-lived objects that the cyclic collector
+        # would traverse again and again, while a run creates almost no reference cycles:
+        # collect rarely while the loop runs (the previous thresholds come back after).
+        thresholds = gc.get_threshold()
+        gc.set_threshold(max(thresholds[0], 50_000), thresholds[1], max(thresholds[2], 1000))
+        try:
+            return self._run(until, max_events)
+        finally:
+            gc.set_threshold(*thresholds)
+
+    def _run(self, until: float, max_events: int | None) -> bool:
         self._stop = False
+        self._until = until
+        self._switch = max_events is None  # see _fan_out
         heap = self._heap
         pop = heapq.heappop
         machines = self.machines
@@ -365,47 +392,103 @@ class Simulator:
         """Deliver a multicast datagram's copies in arrival order until another event is due.
 
         Each copy is lost independently; per-datagram jitter is not applied to multicast
-        (it would break the arrival order the cursor relies on).
+        (it would break the arrival order the cursor relies on).  This is the simulator's
+        innermost loop (one pass per delivered copy), so :meth:`flush` is inlined here.
         """
         heap = self._heap
         access = self._access
         running = self._running
         machines = self.machines
         counters = self.counters
+        control_received = counters.control_received
+        timer_at = self._timer_at
+        on_event = self._on_event
+        on_flush = self._on_flush
+        send = self._send
+        push = heapq.heappush
+        heapreplace, heappop = heapq.heapreplace, heapq.heappop
+        seqs = self._seq
         rnd = self._random.random
         targets = cursor.targets
         watch = self.watch
         data, source, sender = cursor.data, cursor.source, cursor.sender
         loss, is_data = cursor.loss, cursor.is_data
+        depart = cursor.depart
         count = len(targets)
         position = cursor.position
-        while True:
-            target = targets[position]
-            position += 1
-            if target != sender and running[target]:
-                if loss and rnd() < loss:
-                    self._count_loss(is_data, cursor.repair)
-                else:
-                    counters.copies_delivered += 1
-                    if not is_data:
-                        counters.control_received[target] += 1
-                    if target == watch:
-                        ptype = classify(data)[0]
-                        counters.watched_by_type[ptype] = counters.watched_by_type.get(ptype, 0) + 1
+        now = self.now
+        delivered = 0
+        try:
+            while True:
+                target = targets[position]
+                position += 1
+                if target != sender and running[target]:
+                    if loss and rnd() < loss:
+                        self._count_loss(is_data, cursor.repair)
+                    else:
+                        delivered += 1
+                        if not is_data:
+                            control_received[target] += 1
+                        if target == watch:
+                            ptype = classify(data)[0]
+                            counters.watched_by_type[ptype] = counters.watched_by_type.get(ptype, 0) + 1
+                        machine = machines[target]
+                        machine.receive_datagram(data, source, now)
+                        # flush(target), inline
+                        event = machine.next_event()
+                        if event is not None:
+                            hook = on_event[target]
+                            while event is not None:
+                                if hook is not None:
+                                    hook(target, event, now)
+                                event = machine.next_event()
+                        pump = on_flush[target]
+                        if pump is not None:
+                            pump(target, now)
+                        out = machine.datagrams_to_send(now)
+                        if out:
+                            for datagram, dst in out:
+                                send(target, datagram, dst, now)
+                        deadline = machine.get_timer()
+                        if deadline != timer_at[target]:
+                            timer_at[target] = deadline
+                            if deadline is not None:
+                                when = deadline if deadline > now else now
+                                push(heap, (when, next(seqs), _TIMER, target, deadline, None))
+                mine = None
+                if position < count:
+                    arrive = depart + access[targets[position]]
+                    if not heap or heap[0][0] > arrive:
+                        self.now = now = arrive
+                        counters.events += 1
+                        continue
                     cursor.position = position
-                    try:
-                        machines[target].receive_datagram(data, source, self.now)
-                        self.flush(target)
-                    except Exception as exc:
-                        raise SimulationError(
-                            f"node {target} ({self.roles[target]}) at t={self.now:.6f}: {exc!r}"
-                        ) from exc
-            if position == count:
-                return
-            arrive = cursor.depart + access[targets[position]]
-            if heap and heap[0][0] <= arrive:
-                cursor.position = position
-                heapq.heappush(heap, (arrive, next(self._seq), _FANOUT, sender, cursor, None))
-                return
-            self.now = arrive
-            counters.events += 1
+                    mine = (arrive, next(seqs), _FANOUT, sender, cursor, None)
+                # Something else is due first.  When it is another multicast datagram's next
+                # copy (the usual case while many are in flight), take that cursor over here
+                # instead of returning to run(): exactly the entry run() would pop next.
+                if (
+                    not self._switch
+                    or self._stop
+                    or not heap
+                    or heap[0][2] != _FANOUT
+                    or heap[0][0] > self._until
+                ):
+                    if mine is not None:
+                        push(heap, mine)
+                    return
+                entry = heapreplace(heap, mine) if mine is not None else heappop(heap)
+                cursor = entry[4]
+                targets, position, count = cursor.targets, cursor.position, len(cursor.targets)
+                data, source, sender = cursor.data, cursor.source, cursor.sender
+                loss, is_data, depart = cursor.loss, cursor.is_data, cursor.depart
+                self.now = now = entry[0]
+                counters.events += 1
+        except SimulationError:
+            raise
+        except Exception as exc:
+            raise SimulationError(
+                f"node {targets[position - 1]} ({self.roles[targets[position - 1]]}) at t={now:.6f}: {exc!r}"
+            ) from exc
+        finally:
+            counters.copies_delivered += delivered

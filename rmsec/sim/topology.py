@@ -48,16 +48,20 @@ def default_heads(receivers: int, max_children: int = 32) -> int:
     return max(1, math.ceil(receivers / fill)) if receivers else 0
 
 
-def plan_tree(receivers: int, *, heads: int | None = None, max_children: int = 32) -> TreePlan:
+def plan_tree(
+    receivers: int, *, heads: int | None = None, max_children: int = 32, root_children: int | None = None
+) -> TreePlan:
     """Lay ``heads`` out breadth first below the root, then spread receivers over free slots.
 
-    Level 1 holds up to ``max_children`` heads under the root; each further level hangs
-    round-robin under the level above, at most ``max_children`` per parent.  Receivers go, one
+    Level 1 holds up to ``root_children`` heads (default ``max_children``) under the root;
+    each further level hangs round-robin under the level above, at most ``max_children`` per
+    parent.  A fixed ``root_children`` keeps the sender's fan-out, and so its control load,
+    the same at every group size: larger groups get deeper trees instead.  Receivers go, one
     by one, to the head with the most free slots (ties to the lower index), which evens out
     the load between heads that carry child heads and those that do not.
     """
-    if receivers < 0 or max_children < 1:
-        raise ConfigError("receivers must be >= 0 and max_children >= 1")
+    if receivers < 0 or max_children < 1 or (root_children is not None and root_children < 1):
+        raise ConfigError("receivers must be >= 0, max_children and root_children >= 1")
     count = default_heads(receivers, max_children) if heads is None else heads
     if count < 0 or (receivers and count == 0):
         raise ConfigError("at least one repair head is needed for a group with receivers")
@@ -66,7 +70,8 @@ def plan_tree(receivers: int, *, heads: int | None = None, max_children: int = 3
     previous = [ROOT]
     depth = 1
     while len(level) < count:
-        width = min(count - len(level), len(previous) * max_children)
+        fan_out = root_children if depth == 1 and root_children is not None else max_children
+        width = min(count - len(level), len(previous) * fan_out)
         start = len(level)
         for k in range(width):
             level.append(depth)

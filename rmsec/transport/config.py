@@ -30,10 +30,10 @@ class TransportConfig:
     head_loss_hellos: int = 5
     advertise_interval: float = 2.0
     #: Unsolicited head advertisements on the multicast group (multicast mode only), as in
-    #: TRAM.  Every member receives each one (we cannot scope them by TTL), which at 10,000
-    #: members costs more than all acknowledgements; turning them off leaves members to the
-    #: solicitation/referral walk, which at that size binds far more slowly (see
-    #: docs/benchmarks.md), so they stay on by default.
+    #: TRAM.  Every member receives each one (we cannot scope them by TTL), so they are
+    #: scoped otherwise: only the root and its children advertise, at an interval that
+    #: doubles after each one, and never while data flows (TreeNode._advertise).  Turning
+    #: them off leaves members to their bootstrap list and the solicitation/referral walk.
     advertise: bool = True
     solicit_wait: float = 0.2
     repair_suppress: float = 0.01

@@ -67,6 +67,7 @@ from rmsec.wire.packets import (
     Skip,
     Solicit,
     StreamState,
+    data_with_flags,
     decode_untrusted,
 )
 
@@ -80,6 +81,10 @@ MAX_BACKUPS = 4
 MAX_SOLICIT_ROUNDS = 6
 #: Most repairs one acknowledgement may trigger towards one child.
 MAX_REPAIRS_PER_ACK = 256
+#: Unsolicited advertisements back off up to this many times ``advertise_interval``.
+ADVERTISE_BACKOFF = 64
+#: Only nodes this close to the root advertise unsolicited (see TreeNode._advertise).
+ADVERTISE_MAX_LEVEL = 1
 
 
 class _State:
@@ -174,6 +179,8 @@ class TreeNode:
     """Common machine; :class:`Sender`, :class:`RepairHead` and :class:`Receiver` configure it."""
 
     ROLE: ClassVar[int] = Role.RECEIVER
+    #: Whether _produce / _source_timer do anything (a Sender): skipped on every flush if not.
+    _SOURCE: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -204,6 +211,11 @@ class TreeNode:
         self._events: collections.deque[Event] = collections.deque()
         self._pending_bytes = 0
         self.counters: collections.Counter[str] = collections.Counter()
+        # the counters bumped for every datagram live in attributes (see stats())
+        self._datagrams_in = 0
+        self._data_in = 0
+        self._messages_delivered = 0
+        self._bytes_delivered = 0
         # tree position
         self.bootstrap: list[Addr] = list(bootstrap)
         self._static_parent = parent
@@ -219,6 +231,7 @@ class TreeNode:
         self._offers: dict[Addr, _OfferSeen] = {}
         self._solicited: set[Addr] = set()
         self._referrals: list[Addr] = []
+        self._advertised: list[Addr] = []
         self._solicit_sent_at = now
         self._solicit_rounds = 0
         self._bind_candidates: list[_OfferSeen] = []
@@ -232,15 +245,32 @@ class TreeNode:
         self._received_since_ack = 0
         self._ack_dirty = False
         self._last_ack = now
+        # how long a repair takes to come back after an ack that asked for it (EWMA), and
+        # when the last such ack left: paces re-asking while holes remain
+        self._repair_wait = config.ack_interval
+        self._holes_asked_at: float | None = None
         # timers (None = not armed)
         self._deadline_state: float | None = None  # solicitation / bind / retry
         self._deadline_ack: float | None = None
         self._deadline_maintenance: float | None = now + config.hello_interval / 2
         self._deadline_hello: float | None = now + config.hello_interval
         self._deadline_tail_hello: float | None = None
+        self._deadline_poll: float | None = None  # after a burst: ask silent laggards
         self._deadline_advertise: float | None = (
             now + config.advertise_interval if config.multicast and config.advertise else None
         )
+        self._advertise_every = config.advertise_interval
+        self._advertise_mark = 0
+        # per stream: the subtree floor this node last reported upward (see _on_ack)
+        self._reported_floor: dict[int, int] = {}
+        # config values read on every DATA packet
+        self._multicast = config.multicast
+        self._ahead_limit = 2 * config.cache_packets
+        self._receive_buffer = config.receive_buffer
+        self._cache_packets = config.cache_packets
+        self._ack_window = config.ack_window
+        self._tail_wait = 2 * config.ack_interval
+        self._poll_wait = 4 * config.ack_interval
         self._dispatch: dict[type[Packet], Callable[[Packet, bytes, Addr, float], None]] = {
             cls: getattr(self, name) for cls, name in self._HANDLERS.items()
         }
@@ -277,7 +307,7 @@ class TreeNode:
 
     def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
         """Feed one datagram from ``addr``; never raises for bad input."""
-        self.counters["datagrams_in"] += 1
+        self._datagrams_in += 1
         if self._state == _State.CLOSED:
             return
         try:
@@ -288,11 +318,18 @@ class TreeNode:
         if packet.session != self.session:
             self.counters["wrong_session"] += 1
             return
-        self._dispatch[type(packet)](packet, data, addr, now)
+        if type(packet) is Data:  # most of the traffic: skip the table
+            self._on_data(packet, data, addr, now)
+        else:
+            self._dispatch[type(packet)](packet, data, addr, now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
-        self._produce(now)
-        out, self._out = self._out, []
+        if self._SOURCE:
+            self._produce(now)
+        out = self._out
+        if not out:
+            return []
+        self._out = []
         self.counters["datagrams_out"] += len(out)
         return out
 
@@ -305,22 +342,33 @@ class TreeNode:
         return event
 
     def get_timer(self) -> float | None:
+        # Called after every datagram by every driver: no containers, no sorting.
         if self._state == _State.CLOSED:
             return None
-        deadlines = [
-            d
-            for d in (
-                self._deadline_state,
-                self._deadline_ack,
-                self._deadline_maintenance,
-                self._deadline_hello if self._hello_targets() else None,
-                self._deadline_tail_hello,
-                self._deadline_advertise,
-                self._source_timer(),
-            )
-            if d is not None
-        ]
-        return min(deadlines) if deadlines else None
+        best = self._deadline_maintenance
+        d = self._deadline_ack
+        if d is not None and (best is None or d < best):
+            best = d
+        d = self._deadline_state
+        if d is not None and (best is None or d < best):
+            best = d
+        d = self._deadline_hello
+        if d is not None and (best is None or d < best) and self._has_hello_targets():
+            best = d
+        d = self._deadline_tail_hello
+        if d is not None and (best is None or d < best):
+            best = d
+        d = self._deadline_poll
+        if d is not None and (best is None or d < best):
+            best = d
+        d = self._deadline_advertise
+        if d is not None and (best is None or d < best):
+            best = d
+        if self._SOURCE:
+            d = self._source_timer()
+            if d is not None and (best is None or d < best):
+                best = d
+        return best
 
     def handle_timer(self, now: float) -> None:
         if self._state == _State.CLOSED:
@@ -337,15 +385,27 @@ class TreeNode:
         if self._deadline_tail_hello is not None and now >= self._deadline_tail_hello:
             self._deadline_tail_hello = None
             self._send_hellos()
+            if self._deadline_poll is None:
+                self._deadline_poll = now + self._poll_wait
+        if self._deadline_poll is not None and now >= self._deadline_poll:
+            self._deadline_poll = None
+            self._poll(now)
         if self._deadline_advertise is not None and now >= self._deadline_advertise:
-            self._deadline_advertise = now + self.config.advertise_interval
-            self._advertise()
+            self._advertise(now)
         if self._deadline_ack is not None and now >= self._deadline_ack:
             self._deadline_ack = None
             self._send_acks(now)
 
     def stats(self) -> dict[str, int]:
         stats = dict(self.counters)
+        for name, value in (
+            ("datagrams_in", self._datagrams_in),
+            ("data_in", self._data_in),
+            ("messages_delivered", self._messages_delivered),
+            ("bytes_delivered", self._bytes_delivered),
+        ):
+            if value:
+                stats[name] = value
         stats["children"] = len(self.children)
         stats["members_below"] = sum(c.members for c in self.children.values())
         stats["cached_packets"] = sum(len(s.cache) for s in self.streams.values())
@@ -377,7 +437,14 @@ class TreeNode:
             self._referrals = []
             self._solicit_rounds = 0
             self._nonce = self._random_below((1 << 32) - 1) + 1
-            candidates = candidates + list(self._known_heads)
+            # Heads heard advertising are asked only when the configured ones (and their
+            # referrals) have no room: the bootstrap list is the operator's choice of nearby
+            # heads, while an advertisement may come from anywhere in the group.
+            known = [a for a in self._known_heads if a not in candidates]
+            if any(a != self.parent and a not in self.children for a in candidates):
+                self._advertised = known
+            else:
+                candidates, self._advertised = candidates + known, []
         self._state = _State.SOLICITING
         self._solicit_sent_at = now
         self._solicit_rounds += 1
@@ -426,6 +493,10 @@ class TreeNode:
             if self._referrals and self._solicit_rounds < MAX_SOLICIT_ROUNDS:
                 # Walk down the tree: ask the heads the full ones referred us to.
                 batch, self._referrals = self._referrals[:MAX_REFERRALS], self._referrals[MAX_REFERRALS:]
+                self._solicit(batch, now, fresh=False)
+                return
+            if self._advertised and self._solicit_rounds < MAX_SOLICIT_ROUNDS:
+                batch, self._advertised = self._advertised[:MAX_REFERRALS], self._advertised[MAX_REFERRALS:]
                 self._solicit(batch, now, fresh=False)
                 return
             self.counters["solicit_failures"] += 1
@@ -512,14 +583,45 @@ class TreeNode:
     def _offer(self, nonce: int) -> Offer:
         free = max(0, self.config.max_children - len(self.children))
         referrals = tuple(c.addr for c in self.children.values() if c.role == Role.HEAD)
+        if not free and self.parent is not None:
+            # A full head with no child heads would strand the solicitor: point it upward
+            # too, whence it can reach this head's siblings.
+            referrals = (*referrals[: MAX_REFERRALS - 1], self.parent)
         return Offer(
             self.session, self.node_id, self.level, min(free, 65535), min(len(self.children), 65535),
             nonce, referrals[:MAX_REFERRALS],
         )
 
-    def _advertise(self) -> None:
-        if self.accepts_children and self.bound and len(self.children) < self.config.max_children:
+    def _advertise(self, now: float) -> None:
+        """Unsolicited advertisement on the multicast group, scoped (TRAM-like).
+
+        Every member receives every advertisement, so H heads advertising at a fixed pace
+        cost O(H x N) deliveries per interval.  TRAM scopes them by TTL, which a group on
+        one multicast address cannot; three limits stand in for it.  Only the top of the
+        tree advertises (level <= ``ADVERTISE_MAX_LEVEL``: the root and its children), so
+        the volume depends on the root's fan-out, not on the number of heads; members
+        reach deeper heads through the referrals of full ones.  After each advertisement
+        the interval doubles (up to ``ADVERTISE_BACKOFF`` times the configured one).  And
+        none goes out while data is flowing through this node (as in TRAM, members that
+        need a head during the data phase solicit and follow referrals).
+        """
+        cfg = self.config
+        counters = self.counters
+        mark = self._data_in + counters["data_sent"]
+        streaming, self._advertise_mark = mark != self._advertise_mark, mark
+        if (
+            not streaming
+            and self.accepts_children
+            and self.level <= ADVERTISE_MAX_LEVEL
+            and self.bound
+            and len(self.children) < cfg.max_children
+        ):
             self._send(self._offer(0), MULTICAST)
+            counters["advertisements_sent"] += 1
+            self._advertise_every = min(
+                2 * self._advertise_every, ADVERTISE_BACKOFF * cfg.advertise_interval
+            )
+        self._deadline_advertise = now + self._advertise_every
 
     def _on_bind(self, p: Bind, raw: bytes, addr: Addr, now: float) -> None:
         if not self.accepts_children or not self.bound or addr == self.parent:
@@ -593,7 +695,9 @@ class TreeNode:
             return
         child.last_heard = now
         child.members = max(1, p.members)
-        child.congested = bool(p.flags & AckFlags.CONGESTED)
+        congested = bool(p.flags & AckFlags.CONGESTED)
+        news = congested and not child.congested
+        child.congested = congested
         for entry in p.entries:
             stream = self.streams.get(entry.stream)
             if stream is None:
@@ -603,10 +707,23 @@ class TreeNode:
             )
             self._repair(child, stream, entry, now)
             self._release(stream)
-        self._ack_dirty = True
-        if self._deadline_ack is None and (self.parent is not None or self._has_sources()):
-            # pass the subtree's progress upward within one ack interval
-            self._deadline_ack = now + self.config.ack_interval
+            news = news or self._floor_news(stream)
+        if news:
+            # Aggregation: pass the subtree's progress upward within one ack interval, but
+            # only when it is news (a window's worth of progress, completion, congestion).
+            # Forwarding every child's ack would make the parent's load grow with the
+            # subtree and with time, not with the data.
+            self._ack_dirty = True
+            if self._deadline_ack is None and (self.parent is not None or self._has_sources()):
+                self._deadline_ack = now + self.config.ack_interval
+
+    def _floor_news(self, stream: Stream) -> bool:
+        """Whether the subtree floor moved enough since the last report to tell upstream."""
+        if stream.own:
+            return False
+        floor = self._floor(stream)
+        last = self._reported_floor.get(stream.id, -1)
+        return floor >= last + self._ack_window or (floor > last and floor >= stream.window.next_known)
 
     def _on_upstream_ack(self, p: Ack, addr: Addr, now: float) -> None:
         """An ack from a node that is not our child: the root acknowledging our own stream."""
@@ -671,9 +788,11 @@ class TreeNode:
     def _floor(self, stream: Stream) -> int:
         """Lowest sequence some part of this node's subtree still needs."""
         floor = stream.window.base
+        sid = stream.id
         for child in self.children.values():
             if not child.skipping:
-                base = child.subtree_base(stream)
+                ack = child.acks.get(sid)
+                base = ack.subtree_base if ack is not None else 0
                 if base < floor:
                     floor = base
         return floor
@@ -754,8 +873,12 @@ class TreeNode:
         """Who hears this node's hellos: its children."""
         return list(self.children)
 
-    def _send_hellos(self) -> None:
-        targets = self._hello_targets()
+    def _has_hello_targets(self) -> bool:
+        return bool(self.children)
+
+    def _send_hellos(self, targets: list[Addr] | None = None) -> None:
+        if targets is None:
+            targets = self._hello_targets()
         if not targets:
             return
         states = tuple(
@@ -767,12 +890,36 @@ class TreeNode:
             self._out.append((raw, addr))
         self.counters["hellos_sent"] += len(targets)
 
+    def _poll(self, now: float) -> None:
+        """After a burst: a hello to each child that is behind this node and has been silent
+        for a while (its last acknowledgement, typically the one saying it is complete, may
+        have been lost); members answer a hello with an acknowledgement.  Without this,
+        positive confirmation waits for the next keep-alive (``hello_interval``) wherever
+        one acknowledgement among thousands was lost.  Data arriving again ends the polling."""
+        quiet = now - 2 * self.config.ack_interval
+        streams = [s for s in self.streams.values() if s.window.base > 0]
+        targets = []
+        for addr, child in self.children.items():
+            if child.last_heard > quiet or child.skipping:
+                continue
+            for stream in streams:
+                if child.subtree_base(stream) < stream.window.base:
+                    targets.append(addr)
+                    break
+        if targets:
+            self.counters["polls_sent"] += len(targets)
+            self._send_hellos(targets)
+            self._deadline_poll = now + self._poll_wait
+
     # ------------------------------------------------------------------ receiving data
 
     def _on_data(self, p: Data, raw: bytes, addr: Addr, now: float) -> None:
+        # The per-packet path of every member: keep it free of allocations and lookups that
+        # are not needed for an in-order packet (the common case).
         if addr == self.parent:
             self._parent_heard = now
-        if not self.bound:
+        state = self._state
+        if state != _State.BOUND and state != _State.ROOT:
             self.counters["data_unbound"] += 1
             return
         stream = self.streams.get(p.stream)
@@ -784,45 +931,93 @@ class TreeNode:
             if addr != self.parent:
                 self.counters["stream_id_clash"] += 1  # someone else claims our stream id
             return  # our own stream coming back down the tree
-        if addr != self.parent and addr != stream.source_addr and not self.config.multicast:
+        multicast = self._multicast
+        if not multicast and addr != self.parent and addr != stream.source_addr:
             # In the overlay, data only ever comes down from the parent (or, at the root,
             # from the stream's source).  Multicast data is checked by the security layer.
             self.counters["data_from_stranger"] += 1
             return
         w = stream.window
         seq = p.seq
-        if seq >= w.base + 2 * self.config.cache_packets:
+        base = w.base
+        if seq >= base + self._ahead_limit:
             self.counters["dropped_ahead"] += 1
             return
-        if self.delivers and self._pending_bytes > self.config.receive_buffer and seq >= w.base:
+        if self.delivers and self._pending_bytes > self._receive_buffer and seq >= base:
             self.counters["dropped_backpressure"] += 1
             return
-        before = w.next_known
-        if not w.add(seq, p.flags, p.payload):
+        held = w.held
+        if seq < base or seq in held:
             self.counters["duplicates"] += 1
             return
-        self.counters["data_in"] += 1
+        self._data_in += 1
         self._received_since_ack += 1
-        if seq > before:
-            self._gaps_since_ack += seq - before
-            self._ack_dirty = True
-        if p.flags & DataFlags.END:
+        before = w.next_known
+        if seq >= before:
+            w.next_known = seq + 1
+            if seq > before:
+                self._gaps_since_ack += seq - before
+                self._ack_dirty = True
+        elif self._holes_asked_at is not None:
+            # The first hole filled after asking: how long a repair takes to land here
+            # (smoothed), which paces the next ask while holes remain (_send_acks).
+            sample = now - self._holes_asked_at
+            self._repair_wait = 0.75 * self._repair_wait + 0.25 * sample
+            self._holes_asked_at = None
+        flags = p.flags
+        if flags & DataFlags.END:
             w.learn(seq + 1, seq + 1)
+        cache = stream.cache
         if self.accepts_children:
-            stream.cache[seq] = raw
-            self._forward(stream, raw, addr, p.flags)
-        while (item := w.pop_in_order()) is not None:
-            self._deliver(stream, *item)
-        if stream.cache and len(stream.cache) > self.config.cache_packets:
+            cache[seq] = raw
+            if not multicast:
+                self._forward(stream, raw, addr, flags)
+            elif self.children:
+                # Multicast data reached the children directly; once the burst ends, tell
+                # them how far the stream goes, so a lost tail is asked for at once instead
+                # of at the next periodic hello (the overlay does this in _on_hello).
+                self._deadline_tail_hello = now + self._tail_wait
+                self._deadline_poll = None
+        if seq == base:
+            w.base = base + 1
+            if (
+                flags == _WHOLE
+                and self.delivers
+                and not stream.assembling
+                and seq >= stream.deliver_next
+            ):
+                # In order and a whole message: _deliver's common case, inline.
+                stream.deliver_next = seq + 1
+                payload = p.payload
+                self._messages_delivered += 1
+                self._bytes_delivered += len(payload)
+                self._events.append(MessageReceived(stream.id, seq, payload))
+                self._pending_bytes += len(payload)
+                if w.end >= 0 and seq + 1 >= w.end:
+                    self._deliver_end(stream)
+            else:
+                self._deliver(stream, seq, flags, p.payload)
+            nxt = base + 1
+            if nxt in held:
+                # the packets that waited behind this one (w.pop_in_order, inline)
+                deliver, pop = self._deliver, held.pop
+                while (item := pop(nxt, None)) is not None:
+                    deliver(stream, nxt, item[0], item[1])
+                    nxt += 1
+                w.base = nxt
+        else:
+            held[seq] = (flags, p.payload)
+        if cache and len(cache) > self._cache_packets:
             self._release(stream)
         if w.base < w.next_known:
             self._ack_dirty = True  # holes remain: keep asking until they are filled
         self._packets_since_ack += 1
         if self._packets_since_ack >= self._ack_threshold:
-            self._ack_threshold = self.config.ack_window
+            self._ack_threshold = self._ack_window
             self._send_acks(now)
         elif self._ack_dirty and self._deadline_ack is None:
-            self._deadline_ack = now + self.config.ack_interval / 2 + self._jitter(self.config.ack_interval)
+            interval = self.config.ack_interval
+            self._deadline_ack = now + interval / 2 + self._jitter(interval)
 
     def _new_stream(self, stream_id: int, addr: Addr) -> Stream | None:
         if len(self.streams) >= MAX_STREAMS:
@@ -858,7 +1053,13 @@ class TreeNode:
         if seq < stream.deliver_next:
             return  # refetched for the children, already delivered here
         stream.deliver_next = seq + 1
-        if flags & DataFlags.END and not flags & DataFlags.FIRST and not stream.assembling:
+        if flags & _WHOLE == _WHOLE and not stream.assembling and self.delivers:
+            # A message in one packet (the common case for small messages).
+            self._messages_delivered += 1
+            self._bytes_delivered += len(payload)
+            self._events.append(MessageReceived(stream.id, seq, payload))
+            self._pending_bytes += len(payload)
+        elif flags & DataFlags.END and not flags & DataFlags.FIRST and not stream.assembling:
             pass  # the end-of-stream marker carries no message
         elif self.delivers:
             if flags & DataFlags.FIRST:
@@ -881,13 +1082,14 @@ class TreeNode:
                 data = stream.parts[0] if len(stream.parts) == 1 else b"".join(stream.parts)
                 stream.assembling = False
                 stream.parts = []
-                self.counters["messages_delivered"] += 1
-                self.counters["bytes_delivered"] += len(data)
+                self._messages_delivered += 1
+                self._bytes_delivered += len(data)
                 self._emit(MessageReceived(stream.id, stream.msg_seq, data))
         w = stream.window
         if w.end >= 0 and stream.deliver_next >= w.end and not stream.ended_reported:
             stream.ended_reported = True
             self._emit(StreamEnded(stream.id))
+            self._ack_dirty = True  # positive confirmation: tell the parent soon
 
     def _skip_to(self, stream: Stream, new_base: int) -> None:
         old = stream.window.base
@@ -937,7 +1139,10 @@ class TreeNode:
             if state.end >= 0 and stream.window.base >= state.end:
                 # Nothing left to receive: report completion even if the END packet was lost.
                 self._deliver_end(stream)
-        if self._ack_dirty and self._deadline_ack is None:
+        if self._deadline_ack is None and (
+            self._ack_dirty or now - self._last_ack >= self.config.ack_interval
+        ):
+            # Answer the hello: it may be the parent asking where we stand (see _poll).
             self._deadline_ack = now + self._jitter(self.config.ack_interval)
         # pass the news on so the subtree learns about tails quickly
         if self.children and not self.config.multicast:
@@ -960,6 +1165,7 @@ class TreeNode:
         if not stream.ended_reported and stream.deliver_next >= stream.window.end:
             stream.ended_reported = True
             self._emit(StreamEnded(stream.id))
+            self._ack_dirty = True
 
     def _on_prune(self, p: Prune, raw: bytes, addr: Addr, now: float) -> None:
         if addr != self.parent:
@@ -984,16 +1190,24 @@ class TreeNode:
             if stream.own:
                 entries.append(AckEntry(stream.id, w.base, b"", w.base, w.base))
             else:
-                entries.append(
-                    AckEntry(stream.id, w.base, w.bitmap(), self._floor(stream), w.next_known)
-                )
+                floor = self._floor(stream)
+                self._reported_floor[stream.id] = floor
+                entries.append(AckEntry(stream.id, w.base, w.bitmap(), floor, w.next_known))
         return tuple(entries)
 
     def _ack_flags(self) -> int:
+        """Congestion if this node lost more than ``congestion_loss`` of a sample of at least
+        one ack window (or some child says so).  Smaller samples are carried over to the
+        next acknowledgement instead of judged: an ack sent after a gap covers only a few
+        packets, one loss in three would read as congestion, and across thousands of members
+        some member would always say so, pinning the source at ``min_rate``."""
         flags = 0
-        total = self._received_since_ack + self._gaps_since_ack
-        if total and self._gaps_since_ack / total > self.config.congestion_loss:
-            flags |= AckFlags.CONGESTED
+        gaps = self._gaps_since_ack
+        total = self._received_since_ack + gaps
+        if total >= self._ack_window:
+            if gaps / total > self.config.congestion_loss:
+                flags |= AckFlags.CONGESTED
+            self._gaps_since_ack = self._received_since_ack = 0
         if any(c.congested for c in self.children.values()):
             flags |= AckFlags.CONGESTED
         return flags
@@ -1011,15 +1225,18 @@ class TreeNode:
                 self._send(Ack(self.session, self.node_id, flags, members, entries), stream.source_addr)
                 self.counters["acks_sent"] += 1
         self._packets_since_ack = 0
-        self._gaps_since_ack = 0
-        self._received_since_ack = 0
         self._ack_dirty = False
         self._last_ack = now
         self._deadline_ack = None
         if any(s.window.base < s.window.next_known for s in self.streams.values() if not s.own):
             # Holes remain: ask again even if no more data arrives (the parent suppresses
-            # repeats until its repair could have landed).
-            self._deadline_ack = now + 2 * self.config.ack_interval
+            # repeats until its repair could have landed).  Wait about two repair round trips
+            # (a lost repair stalls the sender's window, so waiting a fixed long interval
+            # costs goodput under loss), never less than the parent's suppression interval.
+            cfg = self.config
+            self._holes_asked_at = now
+            wait = min(2 * cfg.ack_interval, max(cfg.repair_suppress, 2 * self._repair_wait))
+            self._deadline_ack = now + wait
 
     # ------------------------------------------------------------------ hooks for sources
 
@@ -1048,8 +1265,10 @@ class TreeNode:
     }
 
 
+#: FIRST | LAST: a whole message in one packet.
+_WHOLE = DataFlags.FIRST | DataFlags.LAST
+
+
 def _as_repair(raw: bytes) -> bytes:
-    """Re-encode a cached packet with the REPAIR flag (repairs are rare; the cache stays lean)."""
-    p = decode_untrusted(raw)
-    assert isinstance(p, Data)
-    return Data(p.session, p.stream, p.seq, p.flags | DataFlags.REPAIR, p.payload).encode()
+    """A cached packet with the REPAIR flag set (the cache keeps what was received)."""
+    return data_with_flags(raw, DataFlags.REPAIR)

@@ -20,9 +20,15 @@ class Sender(TreeNode):
     and receivers directly.  Otherwise it is a secondary sender: it joins the tree like a
     receiver (to hear the others) and sends its own stream to the root, ``bootstrap[0]``,
     which distributes it and acknowledges it on behalf of the whole tree.
+
+    ``delivers=True`` makes the sender also a receiver of the other streams on the tree
+    (other senders', the controller's rekeys): it emits ``MessageReceived`` for them, in
+    order and exactly once, like a receiver, and is subject to ``receive_buffer``
+    back-pressure.  Its own stream is never delivered back to it.
     """
 
     ROLE = Role.SENDER
+    _SOURCE = True
 
     def __init__(
         self,
@@ -35,11 +41,12 @@ class Sender(TreeNode):
         stream: int | None = None,
         bootstrap: Sequence[Addr] = (),
         parent: Addr | None = None,
+        delivers: bool = False,
     ) -> None:
         is_root = not bootstrap and parent is None
         super().__init__(
             config, session=session, node_id=node_id, rng=rng, now=now, bootstrap=bootstrap,
-            parent=parent, accepts_children=is_root, delivers=False,
+            parent=parent, accepts_children=is_root, delivers=delivers,
         )
         if stream is None:  # fold the node id: distinct for distinct ids in practice
             stream = int.from_bytes(node_id[:4], "big") ^ int.from_bytes(node_id[4:], "big")
@@ -84,7 +91,12 @@ class Sender(TreeNode):
             )
         first = self.next_seq
         size = self.config.payload_size
-        count = max(1, -(-len(data) // size))
+        if len(data) <= size:  # the common case: one packet, no slicing
+            self._pending.append((DataFlags.FIRST | DataFlags.LAST, bytes(data)))
+            self.counters["messages_sent"] += 1
+            self.counters["bytes_sent"] += len(data)
+            return first
+        count = -(-len(data) // size)
         view = memoryview(data)
         for i in range(count):
             flags = (DataFlags.FIRST if i == 0 else 0) | (DataFlags.LAST if i == count - 1 else 0)
@@ -119,6 +131,9 @@ class Sender(TreeNode):
         if self._root_child is not None:  # tell the root how far our stream extends
             return [self._root_child.addr]
         return super()._hello_targets()
+
+    def _has_hello_targets(self) -> bool:
+        return self._root_child is not None or bool(self.children)
 
     def _own_stream(self) -> Stream:
         return self._own
@@ -155,6 +170,7 @@ class Sender(TreeNode):
             if sent:
                 self.counters["data_sent"] += sent
                 self._deadline_tail_hello = now + 2 * self.config.ack_interval
+                self._deadline_poll = None
                 self._release(own)
         self._check_confirmed(now)
 

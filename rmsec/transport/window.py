@@ -8,9 +8,13 @@ or hellos), so ``[base, next_known)`` minus ``held`` is exactly what it would as
 
 from __future__ import annotations
 
+from itertools import compress
+
 from rmsec.wire.packets import MAX_BITMAP
 
 BITMAP_SPAN = MAX_BITMAP * 8
+#: ASCII bit string -> one byte per bit, 1 where the bit is 0 (for itertools.compress)
+_ZEROS = bytes.maketrans(b"01", b"\x01\x00")
 
 
 class ReceiveWindow:
@@ -52,13 +56,21 @@ class ReceiveWindow:
         """Bits for ``base+1 .. base+BITMAP_SPAN`` that are held (little-endian bit order)."""
         if not self.held:
             return b""
-        value = 0
+        # One byte per bit in a character buffer, then a single int() parse: much cheaper
+        # than building a big integer one shift at a time (this runs for every ack).
         base = self.base + 1
+        chars = bytearray(b"0") * BITMAP_SPAN
+        top = -1
         for seq in self.held:
             offset = seq - base
             if 0 <= offset < BITMAP_SPAN:
-                value |= 1 << offset
-        return value.to_bytes((value.bit_length() + 7) // 8, "little")
+                chars[offset] = 49  # "1"
+                if offset > top:
+                    top = offset
+        if top < 0:
+            return b""
+        value = int(chars[top::-1], 2)
+        return value.to_bytes((top + 8) // 8, "little")
 
     @property
     def complete(self) -> bool:
@@ -69,12 +81,15 @@ def missing_from_ack(have_base: int, bitmap: bytes, upto: int) -> list[int]:
     """Sequence numbers in ``[have_base, upto)`` that an acknowledgement does not mark held."""
     if upto <= have_base:
         return []
-    bits = int.from_bytes(bitmap, "little")
-    missing = []
-    for seq in range(have_base, min(upto, have_base + 1 + BITMAP_SPAN)):
-        offset = seq - have_base - 1
-        if offset < 0 or not (bits >> offset) & 1:
-            missing.append(seq)
+    first = have_base + 1
+    stop = min(upto, first + BITMAP_SPAN)
+    missing = [have_base]
+    width = stop - first
+    if width > 0:
+        bits = int.from_bytes(bitmap, "little") & ((1 << width) - 1)
+        # bit i of the bitmap at index i, then the unset ones, all in C
+        flags = format(bits, "b").zfill(width)[::-1].encode().translate(_ZEROS)
+        missing.extend(compress(range(first, stop), flags))
     return missing
 
 

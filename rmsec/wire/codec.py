@@ -8,6 +8,7 @@ anything else.  Parsing attacker bytes is confined to :func:`loads_untrusted`.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,15 +29,35 @@ def loads_untrusted(data: bytes) -> list[Any]:
         raise MalformedPacket("datagram is not bytes")
     if len(data) > MAX_DATAGRAM:
         raise MalformedPacket(f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM}")
-    if not data or (data[0] & 0xE0) != 0x80:
-        # Major type 4 (array) is the only valid start; refuse before the parser runs.
-        raise MalformedPacket("datagram is not a CBOR array")
+    return parse_array(data, "datagram")
+
+
+def parse_array(data: bytes | bytearray | memoryview, what: str) -> list[Any]:
+    """``data`` as exactly one CBOR array; only :class:`MalformedPacket`."""
+    value = parse_single(data, what, major=4)
+    if type(value) is not list:
+        raise MalformedPacket(f"{what} is not a CBOR array")
+    return value
+
+
+def parse_single(data: bytes | bytearray | memoryview, what: str, *, major: int) -> Any:
+    """``data`` as exactly one CBOR item of major type ``major`` (4 array, 5 map), nothing
+    after it; only :class:`MalformedPacket`.
+
+    ``cbor2.loads`` ignores what follows the first item, which would let two encodings of
+    one packet differ (a signature over the bytes, a cache keyed by them); the decoder's
+    position after the item says whether anything trails.
+    """
+    if not data or data[0] >> 5 != major:
+        # Refuse a wrong start before the parser runs.
+        raise MalformedPacket(f"{what} is not a CBOR {'map' if major == 5 else 'array'}")
+    fp = io.BytesIO(data)
     try:
-        value = cbor2.loads(bytes(data))
+        value = cbor2.CBORDecoder(fp).decode()
     except Exception as exc:  # cbor2 raises many types on hostile input: collapse them.
-        raise MalformedPacket(f"not valid CBOR: {type(exc).__name__}") from None
-    if not isinstance(value, list):
-        raise MalformedPacket("datagram is not a CBOR array")
+        raise MalformedPacket(f"{what} is not valid CBOR: {type(exc).__name__}") from None
+    if fp.tell() != len(data):
+        raise MalformedPacket(f"{what} has {len(data) - fp.tell()} bytes after its CBOR item")
     return value
 
 

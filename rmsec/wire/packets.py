@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from rmsec.errors import MalformedPacket
 from rmsec.wire.codec import (
+    MAX_DATAGRAM,
     WIRE_VERSION,
     Check,
     array,
@@ -265,7 +266,38 @@ PACKET_TYPES: dict[int, type[Packet]] = {
 
 
 def decode_untrusted(data: bytes) -> Packet:
-    """Decode one datagram from the network, checking every field."""
+    """Decode one datagram from the network, checking every field.
+
+    The same datagram is often decoded many times in one process (the simulator and the
+    memory network hand one ``bytes`` object to every member of a group), so the last
+    :data:`DECODE_CACHE_SIZE` results are remembered by object identity.  Packets are frozen
+    and hold only immutable values, so sharing one between machines is safe; a cache entry
+    keeps its ``bytes`` alive, so an identity can never be reused while it is cached.
+    Mutable buffers (``bytearray``, ``memoryview``) are never cached.
+    """
+    if type(data) is not bytes:
+        return _decode(data)
+    key = id(data)
+    hit = _recent.get(key)
+    if hit is not None and hit[0] is data:
+        return hit[1]
+    packet = _decode(data)
+    if len(_recent) >= DECODE_CACHE_SIZE:
+        del _recent[next(iter(_recent))]  # the oldest entry (dicts keep insertion order)
+    _recent[key] = (data, packet)
+    return packet
+
+
+#: How many recently decoded datagrams :func:`decode_untrusted` remembers.
+DECODE_CACHE_SIZE = 512
+_recent: dict[int, tuple[bytes, Packet]] = {}
+
+
+def _decode(data: bytes) -> Packet:
+    if type(data) is bytes:
+        fast = _data_fast(data)
+        if fast is not None:
+            return fast
     values = loads_untrusted(data)
     if len(values) < 3:
         raise MalformedPacket("packet shorter than its header")
@@ -282,3 +314,83 @@ def decode_untrusted(data: bytes) -> Packet:
     elif cls is Hello:
         fields[2] = tuple(StreamState(*s) for s in fields[2])
     return cls(session, *fields)
+
+
+# ---------------------------------------------------------------------- DATA fast path
+#
+# DATA is most of the traffic, and the generic path (cbor2 + a check per field) costs several
+# microseconds.  ``_data_layout`` reads the one layout ``Data.encode`` produces, byte by byte,
+# and answers None for anything else, which then goes through the strict path: the fast path
+# accepts a subset of what the strict decoder accepts and yields the same packet for it.
+
+_UINT_WIDTH = {0x18: 1, 0x19: 2, 0x1A: 4, 0x1B: 8}
+_DATA_PREFIX = bytes((0x87, WIRE_VERSION, 1, 0x40 | SESSION_ID_LEN))
+_MAX_PAYLOAD = 65000
+
+
+def _data_layout(data: bytes) -> tuple[int, int, int, int, int] | None:
+    """``(stream, seq, flags, flags_offset, payload_offset)`` of a canonical DATA datagram."""
+    size = len(data)
+    if size < 16 or size > MAX_DATAGRAM or not data.startswith(_DATA_PREFIX):
+        return None
+    values = []
+    pos = 12
+    for limit in (1 << 32, MAX_SEQ + 1, 256):
+        if pos >= size:
+            return None
+        head = data[pos]
+        if head < 0x18:
+            value = head
+            pos += 1
+        else:
+            width = _UINT_WIDTH.get(head)
+            if width is None or pos + 1 + width > size:
+                return None
+            value = int.from_bytes(data[pos + 1 : pos + 1 + width], "big")
+            pos += 1 + width
+        if value >= limit:
+            return None
+        values.append(value)
+    flags_offset = pos - 1  # the low byte of the flags, whatever their encoding
+    if pos >= size:
+        return None
+    head = data[pos]
+    if 0x40 <= head < 0x58:
+        length = head - 0x40
+        pos += 1
+    elif head == 0x58 or head == 0x59:
+        width = head - 0x57
+        if pos + 1 + width > size:
+            return None
+        length = int.from_bytes(data[pos + 1 : pos + 1 + width], "big")
+        pos += 1 + width
+    else:
+        return None
+    if length > _MAX_PAYLOAD or pos + length != size:
+        return None
+    return values[0], values[1], values[2], flags_offset, pos
+
+
+def _data_fast(data: bytes) -> Data | None:
+    layout = _data_layout(data)
+    if layout is None:
+        return None
+    stream, seq, flags, _, payload_at = layout
+    return Data(data[4:12], stream, seq, flags, data[payload_at:])
+
+
+def data_with_flags(raw: bytes, extra: int) -> bytes:
+    """``raw`` (an encoded DATA packet) with ``extra`` flag bits set, e.g. REPAIR on a cached
+    packet: a one-byte patch when the flags fit the same encoding, else decode and re-encode."""
+    layout = _data_layout(raw)
+    if layout is not None:
+        flags, at = layout[2], layout[3]
+        new = flags | extra
+        if new == flags:
+            return raw
+        if new < 0x18:  # fits a one-byte encoding and the low byte of a longer one
+            return raw[:at] + bytes((new,)) + raw[at + 1 :]
+    packet = decode_untrusted(raw)
+    if not isinstance(packet, Data):
+        raise MalformedPacket("not a DATA packet")
+    return Data(packet.session, packet.stream, packet.seq, packet.flags | extra, packet.payload).encode()

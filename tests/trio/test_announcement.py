@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import cbor2
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import rmsec.io
 from rmsec.announcement import Announcement
 from rmsec.errors import MalformedPacket
 from rmsec.io.base import NetworkInfo
@@ -101,3 +103,20 @@ def test_bit_flips_of_a_valid_announcement(data: st.DataObject) -> None:
         raw[index] ^= 1 << data.draw(st.integers(0, 7))
     with contextlib.suppress(MalformedPacket):
         Announcement.decode_untrusted(bytes(raw))
+
+
+def test_the_announcement_names_the_multicast_group_network_keeps_local_options() -> None:
+    from rmsec.api import _network_for
+    from rmsec.io.multicast import IpMulticastNetwork
+
+    ann = dataclasses.replace(
+        SAMPLE, network=NetworkInfo("ip_multicast", "239.1.2.3", 40001),
+        config=TransportConfig(multicast=True),
+    )
+    mine = rmsec.io.ip_multicast("239.255.0.1", 45000, interface="127.0.0.1", loss=0.1, seed=4)
+    chosen = _network_for(ann, mine, None)
+    assert isinstance(chosen, IpMulticastNetwork)
+    assert chosen.info == NetworkInfo("ip_multicast", "239.1.2.3", 40001)
+    assert (chosen.interface, chosen.loss, chosen.seed) == ("127.0.0.1", 0.1, 4)
+    same = dataclasses.replace(ann, network=mine.info)
+    assert _network_for(same, mine, None) is mine

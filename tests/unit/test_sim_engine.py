@@ -207,3 +207,18 @@ def test_classify_reads_type_and_repair_flag() -> None:
     assert classify(hello) == (Hello.TYPE, False)
     assert classify(b"") == (UNKNOWN_TYPE, False)
     assert classify(b"\x87\x01\x01\x48") == (UNKNOWN_TYPE, False)
+
+
+def test_a_node_outside_the_group_gets_no_multicast() -> None:
+    """The root sender only sends to the group (rmsec.api opens it with join_group=False)."""
+    sim = Simulator(NetworkModel(), multicast_addr=GROUP)
+    sim.add_node(addr(0), Beacon(GROUP, count=5), "sender")
+    outside, inside = Sink(), Sink()
+    sim.add_node(addr(1), outside, "sender")
+    sim.add_node(addr(2), inside, "receiver")
+    sim.start(0)
+    sim.start(1, join_group=False)
+    sim.start(2)
+    sim.run(until=1.0)
+    assert outside.got == [] and len(inside.got) == 5
+    sim.crash(1)  # leaving works for a node that never joined

@@ -71,6 +71,12 @@ def test_plan_keeps_heads_within_capacity() -> None:
         assert sum(1 for p in plan.head_parent if p == ROOT) <= 32
         assert len(plan.receiver_head) == receivers
     assert plan_tree(10_000).depth == 2
+    for receivers in (100, 1000, 10_000):  # a fixed root fan-out: deeper trees instead
+        plan = plan_tree(receivers, root_children=4)
+        assert sum(1 for p in plan.head_parent if p == ROOT) == 4
+        load = Counter(plan.receiver_head) + Counter(p for p in plan.head_parent if p != ROOT)
+        assert max(load.values()) <= 32
+    assert plan_tree(10_000, root_children=4).depth == 3
     with pytest.raises(ConfigError):
         plan_tree(1000, heads=5)
 

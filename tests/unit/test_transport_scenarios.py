@@ -259,3 +259,40 @@ def test_second_sender_bound_directly_to_the_root() -> None:
     assert first.stats().get("data_from_stranger", 0) == 0
     for r in range(2):
         assert delivered(net, ("rx", r)) == messages
+
+
+@pytest.mark.parametrize("delivers", [True, False])
+def test_sender_delivers_other_streams_only_when_asked(delivers: bool) -> None:
+    """``Sender(delivers=True)`` also receives the other streams on the tree (the security
+    layer needs the rekey stream at every sender); its own stream never comes back to it."""
+    config = TransportConfig(max_children=4)
+    net = Shuttle(loss=0.05, seed=12)
+    first = net.add(ROOT, Sender(config, session=SESSION, node_id=nid(1), rng=net.rng, now=0.0,
+                                 delivers=delivers))
+    net.add(("rx", 0), Receiver(config, session=SESSION, node_id=nid(1000), rng=net.rng, now=0.0,
+                                bootstrap=[ROOT]))
+    second = net.add(("tx2", 0), Sender(config, session=SESSION, node_id=nid(2), rng=net.rng,
+                                        now=0.0, bootstrap=[ROOT], delivers=delivers))
+    net.run(2.0)
+    assert second.bound
+    a, b = msgs(30, seed=5), msgs(30, seed=6)
+    for x, y in zip(a, b, strict=True):
+        first.send(x, net.now)
+        second.send(y, net.now)
+    first.close(net.now)
+    second.close(net.now)
+    net.flush(ROOT)
+    net.flush(("tx2", 0))
+    net.run(net.now + 120, stop=lambda: first.confirmed and second.confirmed)
+    assert first.confirmed and second.confirmed
+    got_first = [e for e in net.events[ROOT] if isinstance(e, MessageReceived)]
+    got_second = [e for e in net.events[("tx2", 0)] if isinstance(e, MessageReceived)]
+    if delivers:
+        assert [e.data for e in got_first] == b and {e.stream for e in got_first} == {second.stream}
+        assert [e.data for e in got_second] == a and {e.stream for e in got_second} == {first.stream}
+        assert any(isinstance(e, StreamEnded) and e.stream == first.stream for e in net.events[("tx2", 0)])
+    else:
+        assert got_first == [] and got_second == []
+    rx = [e for e in net.events[("rx", 0)] if isinstance(e, MessageReceived)]
+    assert [e.data for e in rx if e.stream == first.stream] == a
+    assert [e.data for e in rx if e.stream == second.stream] == b
