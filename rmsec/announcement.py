@@ -33,6 +33,7 @@ import cbor2
 from rmsec.errors import ConfigError, MalformedPacket
 from rmsec.io.base import NetworkInfo
 from rmsec.transport.config import TransportConfig
+from rmsec.wire.codec import parse_single
 from rmsec.wire.packets import SESSION_ID_LEN, Addr
 
 FORMAT_VERSION = 1
@@ -86,12 +87,7 @@ class Announcement:
             raise MalformedPacket("announcement is not bytes")
         if len(data) > MAX_ANNOUNCEMENT:
             raise MalformedPacket(f"announcement of {len(data)} bytes exceeds {MAX_ANNOUNCEMENT}")
-        if not data or (data[0] & 0xE0) != 0xA0:  # major type 5: a map
-            raise MalformedPacket("announcement is not a CBOR map")
-        try:
-            value = cbor2.loads(bytes(data))
-        except Exception:  # cbor2 raises many types on hostile input: collapse them.
-            raise MalformedPacket("announcement is not valid CBOR") from None
+        value = parse_single(data, "announcement", major=5)
         return cls.from_mapping_untrusted(value)
 
     @classmethod

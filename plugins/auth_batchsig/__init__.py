@@ -177,6 +177,9 @@ class BatchVerifier(Verifier):
         self._prefix = authcrypto.signed_message(DOMAIN, sender_id)
         self._hash_len = hash_len
         self._hash_head = cbor_bytes_head(hash_len)
+        self._head0, self._head1 = self._hash_head[:1], self._hash_head[1:]
+        self._step = len(self._hash_head) + hash_len
+        self._sig_part = len(self._sig_head) + alg.signature_len
         #: verified batches (oldest first): signed leaf count and every node known authentic
         self._batches: collections.OrderedDict[int, tuple[int, set[bytes]]] = (
             collections.OrderedDict()
@@ -186,66 +189,92 @@ class BatchVerifier(Verifier):
 
     def verify(self, packet: bytes, trailer: bytes, now: float) -> list[Verified]:
         parsed = self._parse_canonical(trailer)
-        batch_id, index, count, path, signature = (
-            parsed if parsed is not None else self._decode_untrusted(trailer)
-        )
-        leaf = authcrypto.merkle_leaf(packet, self._hash_len)
+        if parsed is None:
+            parsed = self._decode_untrusted(trailer)
+        batch_id, index, count, packed, signature = parsed
+        size, step = self._hash_len, self._step
+        leaf = authcrypto.merkle_leaf(packet, size)
         known = self._batches.get(batch_id)
         if known is not None:
             # A later packet of a verified batch: hash up to the first node already known to
-            # be authentic (usually one or two hashes); a forgery naming a known batch costs
-            # hashing only, never a signature verification.
+            # be authentic (usually none or one hash: a sibling's path holds this leaf or
+            # its parent); a forgery naming a known batch costs hashing only, never a
+            # signature verification.
             signed_count, nodes = known
-            if leaf in nodes and count == signed_count:
-                return [Verified(packet, trailer)]  # a sibling's path already vouched for it
-            climbed = authcrypto.merkle_climb(leaf, index, count, path, self._hash_len, nodes)
-            if count != signed_count or climbed is None or climbed[-1] not in nodes:
+            if count != signed_count:
+                raise AuthenticationFailed("packet not in its batch")
+            if leaf in nodes:
+                return [Verified(packet, trailer)]
+            climbed = authcrypto.merkle_climb_packed(leaf, index, count, packed, step, size, nodes)
+            if climbed is None or climbed[-1] not in nodes:
                 raise AuthenticationFailed("packet not in its batch")
             nodes.update(climbed)
-            nodes.update(path[: len(climbed) - 1])
+            skip = step - size
+            nodes.update(packed[k + skip : k + step] for k in range(0, (len(climbed) - 1) * step, step))
             return [Verified(packet, trailer)]
-        climbed = authcrypto.merkle_climb(leaf, index, count, path, self._hash_len)
+        climbed = authcrypto.merkle_climb_packed(leaf, index, count, packed, step, size)
         if climbed is None:
             raise AuthenticationFailed("bad inclusion path")
         self.signatures_verified += 1
         root = climbed[-1]
-        if not self._key.verify(
-            signature, self._prefix + authcrypto.u64(batch_id) + count.to_bytes(2, "big") + root
-        ):
+        message = self._prefix + authcrypto.u64(batch_id) + count.to_bytes(2, "big") + root
+        if not self._key.verify(signature, message):
             raise AuthenticationFailed("bad batch signature")
+        skip = step - size
+        path = [packed[k + skip : k + step] for k in range(0, len(packed), step)]
         self._batches[batch_id] = (count, {*climbed, *path})
         if len(self._batches) > self._cache:
             self._batches.popitem(last=False)
         return [Verified(packet, trailer)]
 
-    def _parse_canonical(self, trailer: bytes) -> tuple[int, int, int, list[bytes], bytes] | None:
-        """Fast path for the signer's own encoding; ``None`` defers to the general decoder."""
+    def _parse_canonical(self, trailer: bytes) -> tuple[int, int, int, bytes, bytes] | None:
+        """Fast path for the signer's own encoding: ``(batch_id, index, count, the path's
+        encoded nodes, signature)``; ``None`` defers to the general decoder (which accepts
+        the same values in any CBOR encoding, only slower)."""
         try:
             if trailer[0] != 0x85:
                 return None
             batch_id, pos = read_uint(trailer, 1)
-            index, pos = read_uint(trailer, pos)
-            count, pos = read_uint(trailer, pos)
-            if batch_id < 0 or not 0 <= index < count <= MAX_BATCH:
+            if batch_id < 0:
+                return None
+            # index and count are below 2**16: one, two or three bytes
+            b = trailer[pos]
+            if b < 24:
+                index, pos = b, pos + 1
+            elif b == 24:
+                index, pos = trailer[pos + 1], pos + 2
+            elif b == 25:
+                index, pos = (trailer[pos + 1] << 8) | trailer[pos + 2], pos + 3
+            else:
+                return None
+            b = trailer[pos]
+            if b < 24:
+                count, pos = b, pos + 1
+            elif b == 24:
+                count, pos = trailer[pos + 1], pos + 2
+            elif b == 25:
+                count, pos = (trailer[pos + 1] << 8) | trailer[pos + 2], pos + 3
+            else:
+                return None
+            if not index < count <= MAX_BATCH:
                 return None
             length = trailer[pos] - 0x80
             if length != authcrypto.merkle_path_length(index, count):
                 return None
-            hh, size, sig = self._hash_head, self._hash_len, self._sig_head
-            step = len(hh) + size
             start = pos + 1
-            end = start + length * step
-            if not trailer.startswith(sig, end) or len(trailer) != end + len(sig) + self._sig_len:
+            end = start + length * self._step
+            if len(trailer) != end + self._sig_part or not trailer.startswith(self._sig_head, end):
                 return None
-            nodes = trailer[start:end]
-            if len(hh) != 1 or nodes[::step] != hh * length:
+            packed = trailer[start:end]
+            if packed[:: self._step] != self._head0 * length or (
+                self._head1 and packed[1 :: self._step] != self._head1 * length
+            ):
                 return None
-            path = [nodes[k * step + 1 : (k + 1) * step] for k in range(length)]
-            return batch_id, index, count, path, trailer[end + len(sig) :]
+            return batch_id, index, count, packed, trailer[end + len(self._sig_head) :]
         except IndexError:
             return None
 
-    def _decode_untrusted(self, trailer: bytes) -> tuple[int, int, int, list[bytes], bytes]:
+    def _decode_untrusted(self, trailer: bytes) -> tuple[int, int, int, bytes, bytes]:
         fields = loads_untrusted(trailer)
         if len(fields) != 5:
             raise MalformedPacket("batchsig trailer has 5 fields")
@@ -265,7 +294,9 @@ class BatchVerifier(Verifier):
         for node in path:
             if type(node) is not bytes or len(node) != self._hash_len:
                 raise MalformedPacket("bad batchsig path node")
-        return batch_id, index, count, path, signature
+        # The fast path's shape: nodes laid out as in a canonical trailer.
+        packed = b"".join(self._hash_head + node for node in path)
+        return batch_id, index, count, packed, signature
 
 
 class BatchSigAuth(SourceAuth):

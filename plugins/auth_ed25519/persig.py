@@ -49,9 +49,21 @@ def check_options(options: Mapping[str, Any], known: set[str]) -> None:
 # known-answer tests in tests/unit/test_auth_crypto.py hold them to codec.dumps) in ~0.15 µs.
 
 
+_TINY = [bytes((v,)) for v in range(24)]
+
+
 def cbor_uint(value: int) -> bytes:
-    """Canonical CBOR unsigned integer (major type 0, shortest form)."""
-    return _head(0x00, value)
+    """Canonical CBOR unsigned integer (major type 0, shortest form).  One call, no
+    helper: it runs for every EMSS trailer."""
+    if value < 24:
+        return _TINY[value]
+    if value < 0x100:
+        return bytes((24, value))
+    if value < 0x10000:
+        return b"\x19" + value.to_bytes(2, "big")
+    if value < 0x100000000:
+        return b"\x1a" + value.to_bytes(4, "big")
+    return b"\x1b" + value.to_bytes(8, "big")
 
 
 def cbor_bytes_head(length: int) -> bytes:

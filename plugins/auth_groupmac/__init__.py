@@ -49,9 +49,9 @@ def _key_id(key: bytes) -> bytes:
 
 class GroupMacSigner(Signer):
     def __init__(self, key: bytes, sender_id: bytes, mac_len: int) -> None:
-        self._key = key
         self._mac_len = mac_len
-        self._prefix = authcrypto.signed_message(DOMAIN, sender_id)
+        # The key schedule and the fixed domain / sender prefix are hashed once.
+        self._mac = authcrypto.MacKey(key, authcrypto.signed_message(DOMAIN, sender_id))
         self._params = dumps([VERSION, sender_id, _key_id(key), mac_len])
         self._material = dumps([VERSION, key])
         self._head = cbor_array_head(1) + cbor_bytes_head(mac_len)
@@ -64,7 +64,7 @@ class GroupMacSigner(Signer):
         return self._material
 
     def protect(self, packet: bytes, now: float) -> bytes:
-        return self._head + authcrypto.packet_mac(self._key, self._prefix + packet, self._mac_len)
+        return self._head + self._mac.tag(packet, self._mac_len)
 
 
 class GroupMacVerifier(Verifier):
@@ -83,6 +83,7 @@ class GroupMacVerifier(Verifier):
         self._key = key
         self._mac_len = mac_len
         self._prefix = authcrypto.signed_message(DOMAIN, sender_id)
+        self._mac = authcrypto.MacKey(key, self._prefix)
         self._tag = byte_string(max_len=mac_len, exact=mac_len)
         self._head = cbor_array_head(1) + cbor_bytes_head(mac_len)
         self._trailer_len = len(self._head) + mac_len
@@ -92,8 +93,7 @@ class GroupMacVerifier(Verifier):
             tag = trailer[len(self._head) :]  # the canonical encoding: skip the parser
         else:
             (tag,) = check_fields(loads_untrusted(trailer), (self._tag,))
-        expected = authcrypto.packet_mac(self._key, self._prefix + packet, self._mac_len)
-        if not authcrypto.mac_equal(tag, expected):
+        if not self._mac.matches(packet, tag):
             raise AuthenticationFailed("bad group MAC")
         return [Verified(packet, trailer)]
 

@@ -32,6 +32,16 @@ class TeslaVerifier(Verifier):
     _tag_head: bytes
     _key_head: bytes
     _key_part_len: int
+    _lag: int
+    _mac_len: int
+    # the frame of the last canonical trailer parsed (see verify)
+    _frame_len: int
+    _frame_head: bytes
+    _frame_tail: bytes
+    _frame_i: int
+    _frame_key: bytes
+    _frame_tag: int
+    _frame_tag_end: int
 
     def __init__(
         self,
@@ -64,11 +74,14 @@ class TeslaVerifier(Verifier):
         self._buffered = 0
         self._keys: dict[int, bytes] = {}
         self._ready: list[Verified] = []
+        #: the bucket the fast path in verify appends to; None: take the full path
+        self._hot: list[_Buffered] | None = None
         self._expire_checked = -1
         #: the sender's clock is known (from signed anchors) to be at least this interval
         self._sender_at_least = 0
         #: the newest interval whose key is known (packets up to it can be checked at once)
         self._newest_key = -1
+        self._x, self._x_from, self._x_until = -1, math.inf, -math.inf
         self.stats: dict[str, int] = {
             "late": 0, "future": 0, "forged": 0, "unsynchronised": 0, "evicted": 0,
             "expired": 0, "unknown_chain": 0,
@@ -78,9 +91,15 @@ class TeslaVerifier(Verifier):
         if self._schedule is None:  # unreachable: decoding demands a bootstrap
             raise MalformedPacket("no TESLA bootstrap")
         self.schedule: Schedule = self._schedule
+        self._lag = self.schedule.lag
+        self._mac_len = self.schedule.mac_len
         self._tag_head = cbor_bytes_head(self.schedule.mac_len)
         self._key_head = cbor_bytes_head(self.schedule.key_len)
         self._key_part_len = len(self._key_head) + self.schedule.key_len
+        #: the previous canonical trailer minus its tag (see verify); nothing matches at first
+        self._frame_len, self._frame_head, self._frame_tail = -1, b"", b""
+        self._frame_i, self._frame_key = -1, b""
+        self._frame_tag, self._frame_tag_end = 0, 0
 
     # -- clock ---------------------------------------------------------------------------
 
@@ -106,66 +125,175 @@ class TeslaVerifier(Verifier):
         self._sync = ClockSync.from_exchange(
             sent_at=sent_at, sender_time=sender_time, received_at=now, drift=self._drift
         )
+        self._forget_bound()
         return self._sync
 
     def _latest_interval(self, now: float) -> int:
-        """``x``: the latest interval the sender can be in; refuses when the bound is lost."""
+        """``x``: the latest interval the sender can be in; refuses when the bound is lost.
+
+        Runs for every packet, so the answer is kept for a span of local time ``[from,
+        until]`` over which it provably cannot change: for ``now`` at or after the sync
+        exchange, ``x`` and the uncertainty are non-decreasing functions of ``now`` (IEEE
+        arithmetic rounds monotonically), so equal answers at both ends of the span hold
+        everywhere in it.  Both ends are checked with the very same computation.
+        """
+        if self._x_from <= now <= self._x_until:
+            return self._x
+        x = self._bound(now)
+        sync = self._sync
+        if sync is not None and now >= sync.at:
+            until = self._span_end(sync, x, now)
+            if until > now and self._evaluate(until) == (x, None):
+                self._x, self._x_from, self._x_until = x, now, until
+        return x
+
+    def _bound(self, now: float) -> int:
+        """The uncached check: ``x`` at ``now``, or AuthenticationFailed (counted)."""
+        x, refusal = self._evaluate(now)
+        if refusal is not None:
+            self.stats["unsynchronised"] += 1
+            raise AuthenticationFailed(refusal)
+        return x
+
+    def _evaluate(self, now: float) -> tuple[int, str | None]:
+        """``(x, None)``, or ``(-1, why the receiver must refuse)``."""
         sync = self._sync
         if sync is None:
-            self.stats["unsynchronised"] += 1
-            raise AuthenticationFailed("no clock bound: synchronise first")
-        # ClockSync.uncertainty and .sender_time_upper, inlined: this runs for every packet.
+            return -1, "no clock bound: synchronise first"
+        # ClockSync.uncertainty and .sender_time_upper, inlined.
         elapsed = now - sync.at if now >= sync.at else sync.at - now
         if sync.error + 2 * sync.drift * elapsed > self._max_sync_error:
-            self.stats["unsynchronised"] += 1
-            raise AuthenticationFailed("clock bound exceeded: resynchronise")
+            return -1, "clock bound exceeded: resynchronise"
         s = self.schedule
         upper = now + sync.offset + sync.drift * elapsed
         x = math.floor((upper - s.t0) / s.interval + 1e-9)  # Schedule.interval_at
         if x < self._sender_at_least:
             # A signed anchor proves the sender was already past this point: the bound is
             # wrong (the clock stepped back, or the sync lied), so nothing can be judged.
-            self.stats["unsynchronised"] += 1
-            raise AuthenticationFailed("clock bound contradicts the sender's signed anchor")
-        return x
+            return -1, "clock bound contradicts the sender's signed anchor"
+        return x, None
+
+    def _span_end(self, sync: ClockSync, x: int, now: float) -> float:
+        """A local time, a little before the bound reaches interval ``x + 1`` or exceeds
+        ``max_sync_error``; only a candidate: the caller checks it with :meth:`_evaluate`."""
+        s = self.schedule
+        margin = s.interval * 1e-6
+        # upper(t) = t (1 + drift) + offset - drift at  reaches  t0 + (x + 1 - 1e-9) interval
+        boundary = s.t0 + (x + 1 - 1e-9) * s.interval
+        until = (boundary - sync.offset + sync.drift * sync.at) / (1 + sync.drift) - margin
+        if sync.drift > 0:
+            limit = sync.at + (self._max_sync_error - sync.error) / (2 * sync.drift)
+            until = min(until, limit - margin)
+        return until
+
+    def _forget_bound(self) -> None:
+        """The sync or the anchors changed: recompute ``x`` on the next packet."""
+        self._x, self._x_from, self._x_until = -1, math.inf, -math.inf
+        self._hot = None
 
     # -- data packets ----------------------------------------------------------------------
 
     def verify(self, packet: bytes, trailer: bytes, now: float) -> list[Verified]:
-        s = self.schedule
-        parsed = self._parse_canonical(trailer)
-        if parsed is None:
-            parsed = self._decode_trailer_untrusted(trailer)
-        i, tag, disclosed = parsed
-        if i > wire.MAX_INTERVAL or (disclosed and i < s.lag):
-            raise MalformedPacket("bad tesla trailer")
-        x = self._latest_interval(now)
+        hot = self._hot
+        if (
+            hot is not None
+            and len(trailer) == self._frame_len
+            and trailer.startswith(self._frame_head)
+            and trailer.endswith(self._frame_tail)
+            and self._x_from <= now <= self._x_until
+        ):
+            # The steady state: another packet of the interval the previous one was
+            # buffered in, nothing changed since (see _arrive): buffer it the same way.
+            hot.append((packet, trailer, trailer[self._frame_tag : self._frame_tag_end]))
+            self._buffered += 1
+            if self._buffered > self._max_buffer:
+                self._evict_oldest()
+            return []
+        return self._arrive(packet, trailer, now)
+
+    def _arrive(self, packet: bytes, trailer: bytes, now: float) -> list[Verified]:
+        """Every check, for a packet the fast path in :meth:`verify` cannot take.
+
+        When this ends by buffering the packet with nothing to release, ``_hot`` keeps its
+        bucket: a later packet whose trailer has the same frame (same interval, same
+        disclosed key) and whose arrival time is in the same cached span of ``x`` passes
+        every check here the same way and lands in the same bucket, as long as no key,
+        anchor, clock bound or buffer changes in between; everything that changes one of
+        those clears ``_hot``.
+        """
+        self._hot = None
+        if (
+            len(trailer) == self._frame_len
+            and trailer.startswith(self._frame_head)
+            and trailer.endswith(self._frame_tail)
+        ):
+            # Same interval and disclosed key as the last canonical trailer parsed: only
+            # the tag differs, and the rest was checked then.
+            i, disclosed = self._frame_i, self._frame_key
+            tag = trailer[self._frame_tag : self._frame_tag_end]
+        else:
+            i, tag, disclosed = self._parse_trailer_untrusted(trailer)
+        # _latest_interval's cache, inlined
+        x = self._x if self._x_from <= now <= self._x_until else self._latest_interval(now)
         if i > x:
             self.stats["future"] += 1
             raise AuthenticationFailed("packet from an interval that has not begun")
+        lag = self._lag
         # Every packet of an interval discloses the same key: only a newer one is news.
-        advanced = bool(disclosed) and i - s.lag > self._newest_key and self._learn_key(
-            i - s.lag, disclosed, x
+        advanced = bool(disclosed) and i - lag > self._newest_key and self._learn_key(
+            i - lag, disclosed, x
         )
-        if i + s.lag <= x:
+        if i + lag <= x:
             # Its key may be public by now: anyone could have made this MAC.  What the
             # disclosure released waits in _ready for the next call.
             self.stats["late"] += 1
             if advanced:
                 self._ready.extend(self._release(x))
             raise AuthenticationFailed("packet arrived after its key could be disclosed")
-        bucket = self._buffers.get(i)
-        if bucket is None:
-            self._buffers[i] = bucket = []
-        bucket.append((packet, trailer, tag))
+        buffers = self._buffers
+        if i in buffers:
+            bucket = buffers[i]
+            bucket.append((packet, trailer, tag))
+        else:
+            buffers[i] = bucket = [(packet, trailer, tag)]
         self._buffered += 1
-        if self._buffered > self._max_buffer:
+        evicted = self._buffered > self._max_buffer
+        if evicted:
             self._evict_oldest()
         if advanced or x != self._expire_checked or i <= self._newest_key:
             return self._take(self._release(x))
         if self._ready:
             return self._take([])
+        if (
+            not evicted
+            and self._x_from <= now <= self._x_until
+            and self._frame_i == i
+            and self._frame_key == disclosed
+            and not (disclosed and i - lag > self._newest_key)
+        ):
+            self._hot = bucket
         return []
+
+    def _parse_trailer_untrusted(self, trailer: bytes) -> tuple[int, bytes, bytes]:
+        """``(i, tag, disclosed)``, checked; the canonical encoding's frame is remembered."""
+        parsed = self._parse_canonical(trailer)
+        canonical = parsed is not None
+        if parsed is None:
+            parsed = self._decode_trailer_untrusted(trailer)
+        i, _, disclosed = parsed
+        if i > wire.MAX_INTERVAL or (disclosed and i < self._lag):
+            raise MalformedPacket("bad tesla trailer")
+        if canonical:
+            head = len(trailer) - len(disclosed) - self._tail_len(disclosed) - self._mac_len
+            self._frame_len = len(trailer)
+            self._frame_head = trailer[:head]
+            self._frame_tail = trailer[head + self._mac_len :]
+            self._frame_i, self._frame_key = i, disclosed
+            self._frame_tag, self._frame_tag_end = head, head + self._mac_len
+        return parsed
+
+    def _tail_len(self, disclosed: bytes) -> int:
+        return len(self._key_head) if disclosed else 1
 
     def _parse_canonical(self, trailer: bytes) -> tuple[int, bytes, bytes] | None:
         """The fast path for the encoding the signer emits; ``None`` sends anything else
@@ -178,7 +306,7 @@ class TeslaVerifier(Verifier):
             if i < 0 or not trailer.startswith(head, pos):
                 return None
             pos += len(head)
-            end = pos + self.schedule.mac_len
+            end = pos + self._mac_len
             rest = trailer[end:]
             if rest == b"\x40":
                 return i, trailer[pos:end], b""
@@ -207,6 +335,7 @@ class TeslaVerifier(Verifier):
 
     def poll(self, now: float) -> list[Verified]:
         """What became verified without a packet of its own (and expire what never will)."""
+        self._hot = None
         try:
             x = self._latest_interval(now)
         except AuthenticationFailed:
@@ -222,6 +351,7 @@ class TeslaVerifier(Verifier):
     # -- auth packets ------------------------------------------------------------------------
 
     def receive_auth_packet(self, data: bytes, now: float) -> list[Verified]:
+        self._hot = None
         fields = wire.decode_auth_packet_untrusted(data)
         if fields[0] == wire.BOOTSTRAP:
             self._accept_bootstrap(data)
@@ -234,6 +364,7 @@ class TeslaVerifier(Verifier):
         return self._take(self._release(x))
 
     def _accept_bootstrap(self, data: bytes) -> None:
+        self._hot = None
         if data in self._seen_boots:
             return
         kind, body, signature = wire.decode_auth_packet_untrusted(data)
@@ -254,7 +385,9 @@ class TeslaVerifier(Verifier):
             self._newest_key = max(self._newest_key, schedule.interval_of(chain, k))
             # K_{chain,k} is only made public d intervals after its own interval.
             disclosed_at = schedule.interval_of(chain, k) + schedule.lag
-            self._sender_at_least = max(self._sender_at_least, disclosed_at)
+            if disclosed_at > self._sender_at_least:
+                self._sender_at_least = disclosed_at
+                self._forget_bound()
         newest = max(self._anchors)
         for old in [c for c in self._anchors if c < newest - 2]:
             del self._anchors[old]
@@ -266,6 +399,7 @@ class TeslaVerifier(Verifier):
 
     def _learn_key(self, j: int, key: bytes, x: int) -> bool:
         """Check a disclosed ``K_j`` against the chain; True when it is new and authentic."""
+        self._hot = None
         s = self.schedule
         if j + s.lag > x:
             self.stats["forged"] += 1
@@ -314,6 +448,7 @@ class TeslaVerifier(Verifier):
 
     def _release(self, x: int) -> list[Verified]:
         """MAC-check every buffered packet whose key is known; expire hopeless ones."""
+        self._hot = None
         s = self.schedule
         out: list[Verified] = []
         self._expire_checked = x
@@ -324,14 +459,12 @@ class TeslaVerifier(Verifier):
                     self.stats["expired"] += len(self._buffers[i])
                     self._buffered -= len(self._buffers.pop(i))
                 continue
-            mac_key = authcrypto.derive_key(wire.MAC_KEY_LABEL, key)
             bucket = self._buffers.pop(i)
             self._buffered -= len(bucket)
-            mac, equal, mac_len, append = (
-                authcrypto.packet_mac, authcrypto.mac_equal, s.mac_len, out.append,
-            )
+            check = authcrypto.MacKey(authcrypto.derive_key(wire.MAC_KEY_LABEL, key)).matches
+            append = out.append
             for packet, trailer, tag in bucket:
-                if equal(tag, mac(mac_key, packet, mac_len)):
+                if check(packet, tag):
                     append(Verified(packet, trailer))
                 else:
                     self.stats["forged"] += 1
@@ -340,6 +473,7 @@ class TeslaVerifier(Verifier):
         return out
 
     def _evict_oldest(self) -> None:
+        self._hot = None
         oldest = min(self._buffers)
         bucket = self._buffers[oldest]
         bucket.pop(0)

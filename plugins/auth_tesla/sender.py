@@ -10,6 +10,8 @@ announced four times in the second half, so receivers switch without a gap.
 
 from __future__ import annotations
 
+import math
+
 from rmsec.errors import LocalError
 from rmsec.interfaces import Rng, Signer
 from rmsec.security import authcrypto
@@ -49,8 +51,11 @@ class TeslaSigner(Signer):
         self._pending_interval = -1
         self._chain(0)
         self._now = schedule.t0
+        self._mac_len = schedule.mac_len
         self._mac_interval = -1
-        self._mac_key = b""
+        self._mac = authcrypto.MacKey(b"")
+        #: sender times known to fall in interval _mac_interval (see protect)
+        self._span_from, self._span_until = math.inf, -math.inf
         self._trailer_head = b""
         self._trailer_tail = b""
         self._params_cache: tuple[list[tuple[int, int]], bytes] | None = None
@@ -129,24 +134,28 @@ class TeslaSigner(Signer):
         return self._params_cache[1]
 
     def protect(self, packet: bytes, now: float) -> bytes:
+        if now > self._now:
+            self._now = now
+        if not self._span_from <= now <= self._span_until:
+            self._enter_interval(now)
+        # Canonical CBOR [i, tag, disclosed], head and tail built once per interval.
+        return self._trailer_head + self._mac.tag(packet, self._mac_len) + self._trailer_tail
+
+    def _enter_interval(self, now: float) -> None:
+        """Set up the MAC key and trailer frame of the interval ``now`` falls in, and the
+        span of sender time over which it stays that interval: ``interval_at`` is
+        non-decreasing, so equal answers at both ends of ``[now, until]`` hold within."""
         s = self.schedule
         if now < s.t0:
             raise LocalError("TESLA cannot protect before the schedule starts")
-        if now > self._now:
-            self._now = now
         i = s.interval_at(now)
-        if i != self._mac_interval:
-            self._enter_interval(i)
-        # Canonical CBOR [i, tag, disclosed], head and tail built once per interval.
-        return (
-            self._trailer_head
-            + authcrypto.packet_mac(self._mac_key, packet, s.mac_len)
-            + self._trailer_tail
-        )
-
-    def _enter_interval(self, i: int) -> None:
-        s = self.schedule
-        self._mac_key = authcrypto.derive_key(wire.MAC_KEY_LABEL, self.key(i))
+        until = s.start_of(i + 1) - s.interval * 1e-6
+        if s.interval_at(until) != i:
+            until = now
+        self._span_from, self._span_until = now, until
+        if i == self._mac_interval:
+            return
+        self._mac = authcrypto.MacKey(authcrypto.derive_key(wire.MAC_KEY_LABEL, self.key(i)))
         self._mac_interval = i
         c = i // s.chain_length
         if i > self._used.get(c, -1):
@@ -169,7 +178,8 @@ class TeslaSigner(Signer):
         s = self.schedule
         if now > self._now:
             self._now = now
-        i = s.interval_at(now)
+        # protect's cached interval when now is in its span (see _enter_interval)
+        i = self._mac_interval if self._span_from <= now <= self._span_until else s.interval_at(now)
         if i == self._pending_interval and not self._urgent:
             # Nothing falls due inside an interval: a key used in it is due d intervals
             # later, announcements are per interval.  (Called after every packet: be cheap.)

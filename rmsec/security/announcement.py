@@ -34,7 +34,7 @@ import cbor2
 from rmsec.errors import AuthenticationFailed, MalformedPacket
 from rmsec.security import sigkeys
 from rmsec.security.untrusted import loads_array
-from rmsec.wire.codec import byte_string, check_fields, dumps, uint
+from rmsec.wire.codec import byte_string, check_fields, dumps, parse_single, uint
 
 if TYPE_CHECKING:
     from rmsec.config import GroupConfig
@@ -108,12 +108,7 @@ class SecurityDescription:
 
     @classmethod
     def decode_untrusted(cls, data: bytes) -> SecurityDescription:
-        if not data or (data[0] & 0xE0) != 0xA0:
-            raise MalformedPacket("security description is not a CBOR map")
-        try:
-            value = cbor2.loads(data)
-        except Exception:
-            raise MalformedPacket("security description is not valid CBOR") from None
+        value = parse_single(data, "security description", major=5)
         if type(value) is not dict or set(value) != _KEYS:
             raise MalformedPacket("security description has missing or unknown keys")
         if value[K_VERSION] != VERSION or type(value[K_VERSION]) is not int:

@@ -79,6 +79,49 @@ def packet_mac(key: bytes, data: bytes, length: int) -> bytes:
     return _hmac_digest(key, data, "sha256")[:length]
 
 
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+_compare_digest = hmac.compare_digest
+
+
+class MacKey:
+    """HMAC-SHA256 under one key, with the key schedule done once (RFC 2104 §4).
+
+    ``hmac.digest`` pads and hashes the key on every call (two extra SHA-256 blocks), and on
+    OpenSSL 3 also looks the digest up again: ~0.8 µs of a 1.8 µs MAC of a 1 KiB packet
+    here.  Keeping the two padded-key states and copying them costs ~0.1 µs.  An optional
+    fixed ``prefix`` (a domain tag and sender id) is absorbed into the inner state once too:
+    ``tag(data)`` is then ``HMAC(key, prefix || data)``.
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes, prefix: bytes = b"") -> None:
+        if len(key) > 64:
+            key = hashlib.sha256(key).digest()
+        block = key.ljust(64, b"\x00")
+        self._inner = hashlib.sha256(block.translate(_IPAD))
+        self._inner.update(prefix)
+        self._outer = hashlib.sha256(block.translate(_OPAD))
+
+    def tag(self, data: bytes, length: int) -> bytes:
+        """``HMAC-SHA256(key, prefix || data)`` truncated to ``length`` bytes."""
+        inner = self._inner.copy()
+        inner.update(data)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()[:length]
+
+    def matches(self, data: bytes, tag: bytes) -> bool:
+        """Whether ``tag`` is the MAC of ``data`` truncated to ``len(tag)`` bytes, compared
+        in constant time (callers fix ``len(tag)``: the method's MAC length, >= 10)."""
+        inner = self._inner.copy()
+        inner.update(data)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return _compare_digest(outer.digest()[: len(tag)], tag)
+
+
 def mac_equal(a: bytes, b: bytes) -> bool:
     """Constant-time comparison of two MACs (no timing oracle on secrets)."""
     return hmac.compare_digest(a, b)
@@ -314,9 +357,15 @@ def signed_message(domain: bytes, sender_id: bytes, *parts: bytes) -> bytes:
 # ----------------------------------------------------------------------- Merkle batches
 
 
+_LEAF_STATE = hashlib.sha256(b"\x00")
+
+
 def merkle_leaf(packet: bytes, length: int) -> bytes:
-    """Leaf hash (RFC 9162 prefix 0x00), truncated to ``length`` bytes."""
-    return hashlib.sha256(b"\x00" + packet).digest()[:length]
+    """Leaf hash (RFC 9162 prefix 0x00), truncated to ``length`` bytes.  From a kept state
+    that has absorbed the prefix: no copy of the packet to prepend one byte (0.12 µs)."""
+    h = _LEAF_STATE.copy()
+    h.update(packet)
+    return h.digest()[:length]
 
 
 def _node(left: bytes, right: bytes, length: int) -> bytes:
@@ -408,6 +457,47 @@ def merkle_climb(
     for p in path:
         if sn == 0:
             return None
+        if fn & 1 or fn == sn:
+            r = sha(b"\x01" + p + r).digest()[:length]
+            if not fn & 1:
+                while fn & 1 == 0 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = sha(b"\x01" + r + p).digest()[:length]
+        fn >>= 1
+        sn >>= 1
+        nodes.append(r)
+        if r in known:
+            return nodes
+    return nodes if sn == 0 else None
+
+
+def merkle_climb_packed(
+    leaf: bytes,
+    index: int,
+    count: int,
+    packed: bytes,
+    step: int,
+    length: int,
+    known: set[bytes] | frozenset[bytes] = frozenset(),
+) -> list[bytes] | None:
+    """:func:`merkle_climb` with the path as it lies in a trailer: node ``k`` is the last
+    ``length`` bytes of ``packed[k * step : (k + 1) * step]`` (each node after a fixed-size
+    CBOR head).  Only the nodes the climb reaches are sliced out: a receiver that knows most
+    of a batch's nodes usually needs one.  ``packed`` must hold a whole number of nodes."""
+    if not 0 <= index < count or len(packed) % step:
+        return None
+    fn, sn = index, count - 1
+    r = leaf
+    nodes = [r]
+    if r in known:
+        return nodes
+    sha = hashlib.sha256
+    for at in range(step - length, len(packed), step):
+        if sn == 0:
+            return None
+        p = packed[at : at + length]
         if fn & 1 or fn == sn:
             r = sha(b"\x01" + p + r).digest()[:length]
             if not fn & 1:

@@ -327,8 +327,11 @@ class Unprotector:
         except AuthenticationFailed:
             counters["aead_failed"] += 1
             return []
-        sender.window.mark(header.seq)
         if header.kind == Kind.AUTH:
+            # AUTH frames are not marked in the replay window: every member holds the group
+            # key, so an AEAD-valid AUTH frame may still be forged, and marking its seq would
+            # let any member burn the sender's next sequence numbers.  What an AUTH frame
+            # releases is source-verified DATA, checked for freshness in _open one by one.
             counters["auth_frames"] += 1
             try:
                 released = sender.verifier.receive_auth_packet(data, arrival)
@@ -339,6 +342,7 @@ class Unprotector:
                 counters["malformed"] += 1
                 return []
             return self._open_released(released, header, sender, arrival)
+        sender.window.mark(header.seq)
         encrypted = bool(header.flags & Flags.ENCRYPTED)
         counters["delivered"] += 1
         if not encrypted:

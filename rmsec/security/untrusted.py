@@ -11,10 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import cbor2
-
 from rmsec.errors import MalformedPacket
-from rmsec.wire.codec import Check
+from rmsec.wire.codec import Check, parse_array
 
 #: Nesting accepted in option maps carried inside messages (plugin options are flat in practice).
 MAX_OPTION_DEPTH = 4
@@ -27,15 +25,7 @@ def loads_array(data: bytes, *, max_len: int, what: str) -> list[Any]:
         raise MalformedPacket(f"{what} is not bytes")
     if len(data) > max_len:
         raise MalformedPacket(f"{what} of {len(data)} bytes exceeds {max_len}")
-    if not data or (data[0] & 0xE0) != 0x80:
-        raise MalformedPacket(f"{what} is not a CBOR array")
-    try:
-        value = cbor2.loads(bytes(data))
-    except Exception:  # cbor2 raises many types on hostile input: collapse them.
-        raise MalformedPacket(f"{what} is not valid CBOR") from None
-    if type(value) is not list:
-        raise MalformedPacket(f"{what} is not a CBOR array")
-    return value
+    return parse_array(data, what)
 
 
 def options_map(value: Any) -> dict[str, Any]:

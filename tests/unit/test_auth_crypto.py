@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import hmac
 import pathlib
 from collections.abc import Callable
 
+import cbor2
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given, settings
@@ -105,6 +107,82 @@ def test_bit_mac_bank_is_aes_of_the_digest() -> None:
         assert value == expected
 
 
+@pytest.mark.parametrize("key_len", [0, 16, 32, 64, 65, 100])
+def test_mac_key_is_hmac_sha256(key_len: int) -> None:
+    key = bytes(range(key_len))
+    data = b"packet bytes " * 80
+    assert authcrypto.MacKey(key).tag(data, 32) == hmac.digest(key, data, "sha256")
+    prefixed = authcrypto.MacKey(key, b"domain\x00")
+    assert prefixed.tag(data, 16) == hmac.digest(key, b"domain\x00" + data, "sha256")[:16]
+    tag = hmac.digest(key, b"domain\x00" + data, "sha256")[:12]
+    assert prefixed.matches(data, tag)
+    assert not prefixed.matches(data + b"!", tag)
+    assert prefixed.tag(data, 16) == prefixed.tag(data, 16)  # the kept states are not consumed
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    index=st.integers(-2, 70),
+    count=st.integers(0, 70),
+    path=st.lists(st.binary(min_size=16, max_size=16), max_size=9),
+    known_at=st.integers(0, 10),
+)
+def test_packed_climb_is_the_same_climb(index: int, count: int, path: list[bytes], known_at: int) -> None:
+    """merkle_climb_packed reads the path where a canonical trailer holds it (one CBOR head
+    before each node) and must climb exactly as merkle_climb does."""
+    leaf = bytes(16)
+    full = authcrypto.merkle_climb(leaf, index, count, path, 16)
+    known = {full[min(known_at, len(full) - 1)]} if full else set()
+    packed = b"".join(b"\x50" + node for node in path)
+    for k in (frozenset(), known):
+        assert authcrypto.merkle_climb_packed(leaf, index, count, packed, 17, 16, k) == (
+            authcrypto.merkle_climb(leaf, index, count, path, 16, k)
+        )
+    assert authcrypto.merkle_climb_packed(leaf, index, count, packed + b"x", 17, 16) is None
+
+
+def test_emss_v2_encoding_from_its_definition() -> None:
+    """Every EMSS trailer and signature packet, rebuilt from the definitions in
+    docs/protocol.md with the general encoder and plain hashlib."""
+    auth = rmsec.plugins.get_source_auth("emss")(
+        rng=seeded_rng(4), options={"every": 8, "offsets": [1, 2, 3], "signature": "ed25519"}
+    )
+    signer = auth.signer(sender_id=b"snd", now=0.0)
+    version, alg, sender_id, public, hash_len, every, offsets = cbor2.loads(signer.params)
+    assert (version, alg, sender_id, hash_len, every, offsets) == (2, 1, b"snd", 16, 8, [1, 2, 3])
+    hashes: list[bytes] = []
+    for n in range(300):  # n crosses the one- and two-byte CBOR integer forms
+        packet = b"payload %d" % n
+        trailer = signer.protect(packet, 0.0)
+        vouch = [hashes[n - o] for o in (1, 2, 3) if n - o >= 0]
+        assert trailer == cbor2.dumps([n, vouch])  # canonical: shortest heads
+        hashes.append(hashlib.sha256(b"rmsec emss v2\x00" + trailer + packet).digest()[:16])
+        for sig in signer.pending(0.0):
+            kind, t, signed, signature = cbor2.loads(sig)
+            assert (kind, t) == (1, n) and sig == cbor2.dumps([1, t, signed, signature])
+            assert signed == [hashes[t + 1 - o] for o in (1, 2, 3) if t + 1 - o >= 0]
+            message = b"rmsec emss sig v2\x00" + b"\x03snd" + t.to_bytes(8, "big") + b"".join(signed)
+            assert authcrypto.SIGNATURES["ed25519"].load_public_untrusted(public).verify(
+                signature, message
+            )
+    assert signer.signatures == 300 // 8  # type: ignore[attr-defined]
+
+
+def test_trailers_are_canonical_cbor() -> None:
+    """The hand-built trailers are exactly what the general encoder makes of their values."""
+    for method in ("groupmac", "ed25519", "tesla", "multimac"):
+        options = {"tesla": {"synchronized_clocks": True, "interval": 0.01, "rtt": 0.02}}
+        auth = rmsec.plugins.get_source_auth(method)(rng=seeded_rng(2), options=options.get(method, {}))
+        signer = auth.signer(sender_id=b"sender", now=0.0)
+        for n in range(0, 400, 7):
+            trailer = signer.protect(b"p%d" % n, n * 0.003)
+            assert trailer == cbor2.dumps(cbor2.loads(trailer)), method
+    batch = rmsec.plugins.get_source_auth("batchsig")(rng=seeded_rng(2), options={"batch": 13})
+    bsigner = batch.signer(sender_id=b"sender", now=0.0)
+    for trailer in bsigner.protect_many([b"p%d" % n for n in range(40)], 0.0):  # type: ignore[attr-defined]
+        assert trailer == cbor2.dumps(cbor2.loads(trailer))
+
+
 def test_expand_is_deterministic_and_label_separated() -> None:
     assert authcrypto.expand(b"s" * 32, b"a", 100) == authcrypto.expand(b"s" * 32, b"a", 100)
     assert authcrypto.expand(b"s" * 32, b"a", 100) != authcrypto.expand(b"s" * 32, b"b", 100)
@@ -136,7 +214,8 @@ KNOWN_ANSWERS = {
     "groupmac": "5bbe65ce7c93174f1673c916b8e57701937591b134dcf5c64c7ea9837ccfa78d",
     "ed25519": "12a2144f23d226cafe1f7dcd9be642d64233535cd73f60e6088d546f1e609297",
     "batchsig": "56e4695a13f9a773ed0c65fc57fea0185557fc1e14cc7be3c2d9f030c279ddc2",
-    "emss": "611b2f5bc3820f15824cbfb65538915d814e68b2e3ddebcedc71742df058d74a",
+    # v2 (2026-11-28): H_n covers the trailer's bytes instead of n and the joined hashes.
+    "emss": "f4204f9a6e6bdc97cc4493dfd537e1e859b5ed464481418b724af61c0532cdc1",
     "tesla": "7fec937d04fb26aa6d00685e47b79089ba399f15126d0e7bee2978da232b362d",
     "multimac": "52e9606a6ac5ca6b7b427bbf4ac864388590e64f4ce86de937cc8e4124a86e76",
 }

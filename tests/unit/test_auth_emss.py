@@ -108,9 +108,26 @@ def test_malformed() -> None:
     for _ in range(10):
         signer.protect(b"x", 0.0)
     n, vouch = loads_untrusted(signer.protect(b"x", 0.0))
-    for bad in ([n, vouch[:-1]], [n, [*vouch, bytes(16)]], [n, [bytes(15)] * len(vouch)], [-1, []]):
+    for bad in ([n, [*vouch, bytes(16)]], [n, [bytes(15)] * len(vouch)], [-1, []], [n], [b"", []]):
         with pytest.raises(MalformedPacket):
             verifier.verify(b"x", dumps(bad), 0.0)
+    # Valid CBOR the sender would never emit (hashes with two-byte heads): H_n covers the
+    # sender's exact bytes, so it can never verify, and its length gives it away at once.
+    loose = bytes([0x82, n, 0x80 + len(vouch)]) + b"".join(b"\x58\x10" + h for h in vouch)
+    assert loads_untrusted(loose) == [n, vouch]
+    with pytest.raises(AuthenticationFailed):
+        verifier.verify(b"x", loose, 0.0)
+    # A trailer with a canonical trailer's shape is only parsed once authentic: one hash
+    # short, or n wider than needed, it is buffered like any unlinked packet and is never
+    # released.
+    wide = b"\x82\x1b" + n.to_bytes(8, "big") + dumps([vouch])[1:]
+    assert verifier.verify(b"x", dumps([n, vouch[:-1]]), 0.0) == []
+    assert verifier.verify(b"x", wide, 0.0) == []
+    for t in range(11, 16):
+        verifier.verify(b"x%d" % t, signer.protect(b"x%d" % t, 0.0), 0.0)
+    released = [v for sig in signer.pending(0.0) for v in verifier.receive_auth_packet(sig, 0.0)]
+    assert {v.packet for v in released} == {b"x%d" % t for t in range(11, 16)}
+    signer.protect(b"y", 0.0)  # an unsigned packet, so the deadline signs again below
     (sig,) = signer.pending(10.0)[:1]
     fields = loads_untrusted(sig)
     for bad in ([2, *fields[1:]], [*fields[:3], fields[3][:-1]], fields[:3]):
@@ -137,3 +154,46 @@ def test_explicit_sparse_offsets() -> None:
     for sig in signer.pending(1.0):
         got.update(v.packet for v in verifier.receive_auth_packet(sig, 1.0))
     assert got == {b"s%d" % n for n in range(40) if n % 5 != 2}
+
+
+@pytest.mark.parametrize("offsets", [None, [1, 3, 7]])
+@pytest.mark.parametrize("seed", range(6))
+def test_release_is_exactly_what_the_received_chains_reach(offsets: list[int] | None, seed: int) -> None:
+    """Whatever is lost and in whatever order data and signature packets arrive, a receiver
+    releases exactly the received packets linked to a received signature: computed here
+    from the definition (positions vouched for by signatures and by released packets)."""
+    import random
+
+    options: dict[str, object] = {"every": 16, "copies": 1}
+    if offsets is not None:
+        options["offsets"] = offsets
+    auth, signer, verifier = setup(**options)
+    rng = random.Random(seed)
+    data: list[tuple[int, bytes, bytes]] = []
+    sigs: list[bytes] = []
+    for n in range(300):
+        data.append((n, b"d%d" % n, signer.protect(b"d%d" % n, 0.0)))
+        sigs += signer.pending(0.0)
+    sigs += signer.pending(1.0)
+    got_data = [d for d in data if rng.random() >= 0.3]
+    got_sigs = [s for s in sigs if rng.random() >= 0.3]
+    # The reference: hashes only vouch downwards, so one descending pass decides.
+    vouched = {
+        t + 1 - o for s in got_sigs for t in [loads_untrusted(s)[1]] for o in auth.offsets
+    }
+    received = {n for n, _, _ in got_data}
+    expected = set()
+    for n in range(299, -1, -1):
+        if n in vouched and n in received:
+            expected.add(b"d%d" % n)
+            vouched.update(n - o for o in auth.offsets)
+    arrivals: list[tuple[str, bytes, bytes]] = [("data", p, t) for _, p, t in got_data]
+    arrivals += [("sig", s, b"") for s in got_sigs]
+    rng.shuffle(arrivals)
+    arrivals += arrivals[: len(arrivals) // 10]  # and some duplicates
+    released: list[bytes] = []
+    for kind, a, b in arrivals:
+        out = verifier.verify(a, b, 0.0) if kind == "data" else verifier.receive_auth_packet(a, 0.0)
+        released += [v.packet for v in out]
+    assert set(released) == expected
+    assert verifier.stats["evicted"] == 0

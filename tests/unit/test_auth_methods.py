@@ -41,7 +41,9 @@ OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 #: Fraction of *received* packets each method guarantees to verify, whatever the loss
-#: (emss: at its design loss, from its union bound; see docs/plugins-auth.md).
+#: (emss: at its design loss, from its union bound; tesla: every packet that passes the
+#: safety condition, given that one of the closing DISCLOSE copies arrives, which this seeded
+#: stream's does: all are lost with probability p ** copies; see docs/plugins-auth.md).
 GUARANTEED = {
     "groupmac": 1.0, "ed25519": 1.0, "ecdsa-p256": 1.0, "batchsig": 1.0, "tesla": 1.0,
     "multimac": 1.0, "emss": 0.99,

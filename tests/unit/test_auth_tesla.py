@@ -8,6 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rmsec_plugins.auth_tesla import ClockSync, TeslaAuth, TeslaSigner, TeslaVerifier, wire
 
 import rmsec.plugins
@@ -276,6 +278,13 @@ def test_key_chain_is_kept_as_checkpoints() -> None:
     assert len(set(keys)) == len(keys)
     assert chain.stored_keys <= 2 * math.isqrt(10_000) + 3
     assert authcrypto.sha256(chain.key(1))[:16] == chain.key(0) == chain.commitment
+    # The sender keeps its chains that way too: a 16384-interval chain, used for a while.
+    a = auth(chain_length=16384)
+    signer = a.signer(sender_id=SENDER, now=100.0)
+    for n in range(0, 3000, 7):
+        signer.protect(b"x", 100.0 + n * a.interval)
+        signer.pending(100.0 + n * a.interval)
+    assert all(c.stored_keys <= 2 * math.isqrt(16384) + 3 for c in signer._chains.values())
 
 
 def test_malformed_trailers() -> None:
@@ -306,3 +315,150 @@ def test_clock_bound_contradicting_a_signed_anchor_refuses() -> None:
     with pytest.raises(AuthenticationFailed):
         behind.verify(b"p", signer.protect(b"p", 101.0), 100.2)
     assert behind.stats["unsynchronised"] == 1
+
+
+# ----------------------------------------------------------- the receiver's fast paths
+
+
+class Uncached(TeslaVerifier):
+    """The same receiver with every per-packet cache defeated: no hot bucket, no trailer
+    frame, no cached span of ``x``.  The fast paths must never decide differently."""
+
+    def verify(self, packet: bytes, trailer: bytes, now: float) -> list[Verified]:
+        self._forget_bound()
+        self._frame_len = -1
+        return super().verify(packet, trailer, now)
+
+    def _latest_interval(self, now: float) -> int:
+        return self._bound(now)
+
+
+def deliver(verifier: TeslaVerifier, kind: str, data: bytes, trailer: bytes, now: float) -> object:
+    """What the receiver made of one arrival: the packets released, or the error's name."""
+    try:
+        if kind == "data":
+            released = verifier.verify(data, trailer, now)
+        elif kind == "auth":
+            released = verifier.receive_auth_packet(data, now)
+        else:
+            released = verifier.poll(now)
+    except (AuthenticationFailed, MalformedPacket) as exc:
+        return type(exc).__name__
+    return sorted(v.packet for v in released)
+
+
+@pytest.mark.parametrize("max_buffer", [8192, 20])
+def test_fast_paths_decide_like_the_full_checks(max_buffer: int) -> None:
+    import random
+
+    a = auth(max_buffer=max_buffer, drift=1e-4)
+    signer = a.signer(sender_id=SENDER, now=100.0)
+    sync = ClockSync(offset=0.003, error=0.004, at=99.0, drift=1e-4)
+    kwargs: dict[str, Any] = dict(
+        sync=sync, max_sync_error=a.max_sync_error, drift=a.drift, max_buffer=max_buffer,
+        hold=a.hold,
+    )
+    fast = TeslaVerifier(signer.params, b"", **kwargs)
+    full = Uncached(signer.params, b"", **kwargs)
+    rng = random.Random(5)
+    events: list[tuple[float, str, bytes, bytes]] = []
+    t = 100.0
+    for n in range(1500):
+        t += rng.choice([0.0004, 0.001, 0.0023]) if n % 400 else 0.3  # bursts and pauses
+        packet = b"p%d" % n
+        trailer = signer.protect(packet, t)
+        delay = rng.choice([0.001, 0.002, 0.004, 0.03, 0.08])  # some arrive too late
+        events.append((t + delay, "data", packet, trailer))
+        if rng.random() < 0.05:
+            events.append((t + delay, "data", b"forged %d" % n, trailer))  # copied trailer
+        if rng.random() < 0.02:
+            events.append((t + 0.002, "data", packet, trailer))  # duplicate
+        for data in signer.pending(t):
+            events.append((t + 0.003, "auth", data, b""))
+    for k in range(1, 30):
+        for data in signer.pending(t + k * 0.01):
+            events.append((t + k * 0.01 + 0.003, "auth", data, b""))
+    events.sort(key=lambda e: e[0])
+    for k in range(0, len(events), 97):  # a few arrivals with a clock that steps back
+        at, kind, x, y = events[k]
+        events[k] = (at - 0.004, kind, x, y)
+    released = 0
+    for step, (at, kind, x, y) in enumerate(events):
+        if kind == "auth" and step % 5 == 0:
+            kind = "poll"
+        got = deliver(fast, kind, x, y, at)
+        assert got == deliver(full, kind, x, y, at), (step, kind)
+        if isinstance(got, list):
+            released += len(got)
+    assert fast.stats == full.stats
+    assert fast.stats["late"] > 0 and fast.stats["forged"] > 0
+    if max_buffer == 20:
+        assert fast.stats["evicted"] > 0 and released > 100
+    else:
+        assert fast.stats["evicted"] == 0 and released > 1000
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    offset=st.floats(-50.0, 50.0),
+    error=st.floats(0.0, 0.03),
+    drift=st.sampled_from([0.0, 1e-6, 1e-4, 0.01]),
+    steps=st.lists(st.floats(0.0, 0.02), min_size=1, max_size=40),
+    start=st.floats(0.0, 400.0),
+)
+def test_cached_bound_equals_the_fresh_one(
+    offset: float, error: float, drift: float, steps: list[float], start: float
+) -> None:
+    """x from the cached span is what the full computation gives at that very time, the
+    refusals included (uncertainty beyond max_sync_error, clock behind the anchors)."""
+    a = auth()
+    signer = a.signer(sender_id=SENDER, now=100.0)
+    sync = ClockSync(offset=offset, error=error, at=100.0 - offset, drift=drift)
+    verifier = a.verifier(signer.params, b"", now=100.0, sync=sync)
+    now = 100.0 - offset + start * a.interval / 7
+    for step in steps:
+        now += step if step > 0.01 else step / 1000  # also creep up on boundaries
+        fresh = verifier._evaluate(now)
+        try:
+            cached: tuple[int, str | None] = (verifier._latest_interval(now), None)
+        except AuthenticationFailed:
+            cached = (-1, fresh[1])
+        assert cached == fresh
+
+
+def test_sender_interval_cache_follows_the_schedule() -> None:
+    a = auth()
+    signer = a.signer(sender_id=SENDER, now=100.0)
+    s = signer.schedule
+    times = sorted(
+        s.start_of(i) + d for i in range(1, 40) for d in (-1e-9, -1e-12, 0.0, 1e-12, 1e-9)
+    )
+    for t in times:
+        i = loads_untrusted(signer.protect(b"x", t))[0]
+        assert i == s.interval_at(t)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    reply=st.binary(max_size=120)
+    | st.lists(
+        st.one_of(
+            st.integers(-5, 2**65), st.binary(max_size=70), st.floats(allow_nan=True),
+            st.text(max_size=4), st.none(),
+        ),
+        max_size=5,
+    ).map(dumps)
+)
+def test_sync_reply_is_untrusted_input(reply: bytes) -> None:
+    """The point-to-point sync reply is an auth message too: anything but the sender's
+    signed answer to this nonce is MalformedPacket or AuthenticationFailed, and the
+    receiver's clock bound is left as it was."""
+    _, _signer, verifier = setup()
+    before = verifier.sync
+    try:
+        verifier.synchronise(b"n" * 16, 100.0, reply, 100.01)
+    except (MalformedPacket, AuthenticationFailed):
+        pass
+    else:
+        raise AssertionError("an unsigned reply was adopted")
+    assert verifier.sync == before

@@ -105,6 +105,39 @@ def test_insider_forgery_with_group_key_fails_under_ed25519_but_not_groupmac() -
             assert pair.rx.counters["auth_failed"] == 1
 
 
+@pytest.mark.parametrize("auth", ["ed25519", "emss"])
+def test_forged_auth_frame_does_not_burn_the_senders_sequence_numbers(auth: str) -> None:
+    """An insider can make AEAD-valid AUTH frames (it holds the group key) under the
+    sender's id and its next sequence numbers; the sender's real DATA with those numbers
+    must still be delivered."""
+    from rmsec.security.epochs import EpochKeys
+
+    pair = Pair(auth=auth)
+    pair.epoch(1, 0.0)
+    pair.know_sender()
+    insider_keys = EpochKeys(pair.algorithm, SESSION, grace=2.0)
+    insider_keys.install(1, pair.secret(1), 0.0)
+    assert insider_keys.current is not None
+    key = insider_keys.current.key(pair.sender_id)
+    start = pair.tx.next_seq
+    for seq in range(start, start + 3):
+        extra = b"\x83\x01\x02\x03forged authentication packet"
+        header = Header(Kind.AUTH, 0, pair.algorithm.code, 1, pair.sender_id, seq,
+                        len(extra) + TAG_LEN).encode()
+        pair.rx.receive(header + extra + key.tag(seq, header + extra), 0.01)
+    assert pair.rx.counters["delivered"] == 0
+    delivered = []
+    for i in range(3):
+        delivered += pair.rx.receive(pair.tx.protect(f"m{i}".encode(), 0.02), 0.03)
+        delivered += [o for f in pair.tx.pending(0.02) for o in pair.rx.receive(f, 0.03)]
+    # late-verifying methods release on their next packets: flush them
+    for t in (0.5, 1.0, 2.0):
+        for f in pair.tx.pending(t):
+            delivered += pair.rx.receive(f, t)
+    assert [o.data for o in delivered] == [b"m0", b"m1", b"m2"]
+    assert [o.seq for o in delivered] == [start, start + 1, start + 2]
+
+
 def test_replayed_data_is_rejected_and_counted() -> None:
     pair = Pair(auth="groupmac")
     pair.epoch(1, 0.0)
