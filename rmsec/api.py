@@ -32,7 +32,7 @@ from rmsec.announcement import Announcement, announcement_from
 from rmsec.errors import ChannelClosed, ConfigError, Pruned
 from rmsec.io.base import Addr, Network, NodeSockets
 from rmsec.io.driver import RECV_BATCH, Machine, NodeDriver
-from rmsec.io.multicast import ip_multicast
+from rmsec.io.multicast import IpMulticastNetwork, ip_multicast
 from rmsec.io.udp import udp
 from rmsec.transport import events as ev
 from rmsec.transport.config import JoinPolicyName, TransportConfig
@@ -313,6 +313,11 @@ def _network_for(ann: Announcement, network: Network | None, host: str | None) -
             raise ConfigError(
                 f"network= is {network.info.kind} but the announcement says {ann.network.kind}"
             )
+        if isinstance(network, IpMulticastNetwork):
+            # The controller may have allocated the group: the announcement is authoritative
+            # for the address, network= for the local options.
+            assert ann.network.group is not None and ann.network.port is not None
+            return network.for_group(ann.network.group, ann.network.port)
         return network
     kind = ann.network.kind
     if kind == "udp":
@@ -475,7 +480,10 @@ async def open_sender(
         await node.aclose()
 
     async with _run_node(
-        factory, machine, sockets, keep=None, ready=lambda n: True, last_words=None,
+        factory, machine, sockets, keep=None, ready=lambda n: True,
+        # A secondary sender is a member of the tree: its parent must hear it go, or the
+        # root's own close waits for its acks until the silence timeout.
+        last_words=None if machine.is_root else machine.leave,
         finish=finish,
     ) as node:
         assert isinstance(node, SenderChannel)

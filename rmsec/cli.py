@@ -22,6 +22,15 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "make a group CA, controller and member certificates for trying things out",
     ),
     ("announce",): ("rmsec.announce", "write a signed session announcement"),
+    ("interop",): ("rmsec_interop.matrix", "run every plugin combination through the interop scenarios"),
+    ("controller",): ("rmsec.roles.controller", "run a secured group's controller from a TOML config"),
+    ("send",): ("rmsec.roles.send", "join a group from its announcement and send"),
+    ("recv",): ("rmsec.roles.recv", "join a group from its announcement and receive"),
+    ("head",): ("rmsec.roles.head", "run a repair head from a group's announcement"),
+    ("bench", "security"): (
+        "rmsec.bench.security",
+        "the six security figures (setup, rekey, per-packet costs, overhead, key lengths)",
+    ),
 }
 
 

@@ -10,20 +10,27 @@ party's plugin is.  Third parties publish a distribution with an entry point in 
     never register these plugins (built-in module names such as ``rmsec_plugins.auth_tesla``
     or entry-point names).
 
-A hook implementation whose name is not a known hook (a misspelling) is an error at start-up.
+A hook implementation whose name is not a known hook (a misspelling) is an error at start-up,
+and so is a wrapper on an observation hook.
+
+Observation hooks are called through :class:`HookRelay`, one per node: each implementation on
+its own, so a plugin that raises is logged and counted (``hook_errors``) and the others still
+see the event; the node never does.  docs/plugins.md is the guide.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import dataclasses
-import functools
 import importlib
 import importlib.metadata
 import json
+import logging
 import os
 import pkgutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pluggy
@@ -37,11 +44,17 @@ from rmsec.registry import (
     Registry,
     SourceAuthRegistry,
 )
+from rmsec.security import events as sev
+from rmsec.transport import events as tev
 
 ENTRY_POINT_GROUP = "rmsec"
 BUILTIN_PACKAGE = "rmsec_plugins"
 DISABLE_AUTOLOAD_ENV = "RMSEC_DISABLE_PLUGIN_AUTOLOAD"
 BLOCK_ENV = "RMSEC_BLOCK_PLUGINS"
+#: Seconds between two ``rmsec_auth_failure`` calls of one node for one kind of failure.
+AUTH_FAILURE_INTERVAL = 1.0
+
+log = logging.getLogger("rmsec.plugins")
 
 
 def builtin_plugin_modules() -> list[str]:
@@ -81,7 +94,7 @@ def create_plugin_set(extra_plugins: Sequence[Any] = ()) -> PluginSet:
     for module_name in builtin_plugin_modules():
         if module_name in blocked:
             continue
-        pm.register(importlib.import_module(module_name), name=module_name)
+        _register(pm, importlib.import_module(module_name), module_name)
         origins[module_name] = "builtin"
         versions[module_name] = rmsec_version
     if os.environ.get(DISABLE_AUTOLOAD_ENV, "") not in ("1", "true", "yes"):
@@ -95,11 +108,11 @@ def create_plugin_set(extra_plugins: Sequence[Any] = ()) -> PluginSet:
                     f"plugin {ep.name!r} from {dist} failed to load ({exc!r}); uninstall it or "
                     f"block it with {BLOCK_ENV}={ep.name}"
                 ) from exc
-            pm.register(plugin, name=ep.name)
+            _register(pm, plugin, ep.name)
             origins[ep.name] = f"entry point ({dist})"
             versions[ep.name] = _distribution_version(dist)
     for plugin in extra_plugins:
-        registered = pm.register(plugin)
+        registered = _register(pm, plugin, None)
         if registered is not None:
             origins[registered] = "registered at run time"
             versions[registered] = getattr(plugin, "__version__", "unknown")
@@ -107,6 +120,13 @@ def create_plugin_set(extra_plugins: Sequence[Any] = ()) -> PluginSet:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise ConfigError(f"a plugin implements a hook that does not exist: {exc}") from exc
+    for hook_name in hookspecs.OBSERVATION_HOOKS:
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            if impl.wrapper or impl.hookwrapper:
+                raise ConfigError(
+                    f"plugin {impl.plugin_name!r}: {hook_name} cannot be a wrapper (observation "
+                    "hooks are called one implementation at a time)"
+                )
     plugin_set = PluginSet(
         pm, KeyManagementRegistry(), SourceAuthRegistry(), AccessPolicyRegistry(), origins, versions
     )
@@ -116,11 +136,32 @@ def create_plugin_set(extra_plugins: Sequence[Any] = ()) -> PluginSet:
     return plugin_set
 
 
+def _register(pm: pluggy.PluginManager, plugin: object, name: str | None) -> str | None:
+    """``pm.register``, with pluggy's complaint (an argument the hook does not have, a
+    wrapper that is not a generator) turned into a ConfigError naming the plugin."""
+    try:
+        return pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        label = name or repr(plugin)
+        raise ConfigError(
+            f"plugin {label!r} does not fit rmsec's hooks: {exc}; fix it or block it with "
+            f"{BLOCK_ENV}={label}"
+        ) from exc
+
+
 def _fill(hook: pluggy.HookCaller, registry: Registry[Any]) -> None:
     """Call each implementation on its own so the registry knows which plugin added what."""
     for impl in hook.get_hookimpls():
         registry.current_plugin = impl.plugin_name
-        impl.function(registry=registry)
+        try:
+            impl.function(registry=registry)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(
+                f"plugin {impl.plugin_name!r} failed in {hook.name} ({exc!r}); fix it or block "
+                f"it with {BLOCK_ENV}={impl.plugin_name}"
+            ) from exc
     registry.current_plugin = "?"
 
 
@@ -140,15 +181,43 @@ def _distribution_version(dist: str) -> str:
         return "unknown"
 
 
-@functools.cache
+_current: PluginSet | None = None
+
+
 def plugin_set() -> PluginSet:
     """The process-wide plugin set, started on first use."""
-    return create_plugin_set()
+    global _current
+    if _current is None:
+        _current = create_plugin_set()
+    return _current
 
 
 def reset_plugins() -> None:
     """Forget the process-wide plugin set (tests; after installing a plugin)."""
-    plugin_set.cache_clear()
+    global _current
+    _current = None
+
+
+@contextlib.contextmanager
+def using_plugins(*plugins: object) -> Iterator[PluginSet]:
+    """Run the block with a fresh process-wide plugin set that also holds ``plugins`` (objects
+    or modules with ``@hookimpl`` functions), checked exactly as at start-up; the previous set
+    comes back afterwards.  Nodes opened inside keep calling the plugins for their lifetime.
+
+    This is how a test or an application embedding rmsec adds a plugin without publishing a
+    distribution::
+
+        with rmsec.plugins.using_plugins(MyObserver()):
+            async with rmsec.open_controller(config, tls=creds) as ctl: ...
+    """
+    global _current
+    previous = _current
+    fresh = create_plugin_set(extra_plugins=plugins)
+    _current = fresh
+    try:
+        yield fresh
+    finally:
+        _current = previous
 
 
 def get_key_management(name: str) -> type[KeyManagement]:
@@ -187,6 +256,157 @@ def list_plugins(plugins: PluginSet | None = None) -> list[dict[str, Any]]:
             "registers": registers,
         })
     return sorted(rows, key=lambda r: (r["origin"] != "builtin", r["name"]))
+
+
+# ------------------------------------------------------------------------ observation hooks
+
+#: (plugin, hook) -> failures so far, process-wide: the first is logged with its traceback,
+#: later ones on powers of two only, so a plugin failing on every event cannot flood the log.
+_hook_failures: collections.Counter[tuple[str, str]] = collections.Counter()
+
+
+def _log_hook_failure(plugin: str, hook: str) -> None:
+    key = (plugin, hook)
+    _hook_failures[key] += 1
+    n = _hook_failures[key]
+    if n == 1:
+        log.exception("plugin %r raised in %s; the node goes on (later failures are logged "
+                      "without traceback)", plugin, hook)
+    elif n & (n - 1) == 0:
+        log.warning("plugin %r has raised in %s %d times", plugin, hook, n)
+
+
+@dataclasses.dataclass(slots=True)
+class _AuthFailures:
+    """One kind of authentication failure at one node: when it was last reported and how many
+    happened since."""
+
+    reported: float
+    pending: int = 0
+    detail: str = ""
+
+
+class HookRelay:
+    """The observation hooks of one node (the controller, or one member's channel).
+
+    The trio layer hands it what the machines report (:meth:`controller_event`,
+    :meth:`transport_event`, :meth:`auth_failure`) and it calls the hooks: each
+    implementation on its own, so one that raises is logged and counted in
+    ``counters["hook_errors"]`` and neither the node nor the other plugins notice.
+
+    Nothing here runs per packet: the channels call :meth:`transport_event` for ``Bound`` and
+    ``HeadLost`` only, and authentication failures are aggregated per kind (see
+    :func:`rmsec.hookspecs.rmsec_auth_failure`): the first is reported at once, later ones at
+    most every ``auth_interval`` seconds as one call with their ``count``; :meth:`tick` sends a
+    report that is due and :meth:`flush` (when the node closes) whatever is left.
+    """
+
+    #: Kinds of authentication failure tracked separately (more are lumped as ``other``).
+    MAX_KINDS = 16
+
+    def __init__(
+        self, group: str, where: str, *, plugins: PluginSet | None = None,
+        auth_interval: float = AUTH_FAILURE_INTERVAL,
+    ) -> None:
+        self.group = group
+        self.where = where
+        self.auth_interval = auth_interval
+        self._hook = (plugins if plugins is not None else plugin_set()).manager.hook
+        self._auth: dict[str, _AuthFailures] = {}
+        self._lost_head: bytes | None = None
+        #: Failures counted but not yet reported (``tick`` has work while this is non-zero).
+        self.pending_auth = 0
+        self.counters: dict[str, int] = {
+            "hook_calls": 0, "hook_errors": 0, "auth_failures_seen": 0, "auth_failure_reports": 0,
+        }
+
+    def call(self, hook_name: str, **kwargs: Any) -> None:
+        """Call every implementation of ``hook_name`` (pluggy's order), containing failures."""
+        caller: pluggy.HookCaller = getattr(self._hook, hook_name)
+        for impl in reversed(caller.get_hookimpls()):  # pluggy calls the last registered first
+            self.counters["hook_calls"] += 1
+            try:
+                impl.function(*[kwargs[arg] for arg in impl.argnames])
+            except Exception:
+                self.counters["hook_errors"] += 1
+                _log_hook_failure(impl.plugin_name, hook_name)
+
+    # -- what the machines report ---------------------------------------------------------------
+
+    def controller_event(self, event: sev.SecurityEvent) -> None:
+        """A controller event: membership and rekey hooks (other events are not hooked)."""
+        group = self.group
+        if isinstance(event, sev.MemberJoined):
+            self.call("rmsec_member_joined", group=group, member_id=event.member_id,
+                      epoch=event.epoch)
+        elif isinstance(event, sev.MemberLeft):
+            self.call("rmsec_member_left", group=group, member_id=event.member_id,
+                      reason=event.reason)
+        elif isinstance(event, sev.MemberExpelled):
+            self.call("rmsec_member_expelled", group=group, member_id=event.member_id,
+                      reason=event.reason)
+        elif isinstance(event, sev.RekeyDone):
+            self.call("rmsec_rekey_done", group=group, epoch=event.epoch,
+                      rekey_bytes=event.rekey_bytes, members=event.members)
+
+    def transport_event(self, event: tev.Event, node_id: bytes) -> None:
+        """A transport event of the member ``node_id``: ``Bound`` becomes ``head_changed``."""
+        if isinstance(event, tev.Bound):
+            old = event.previous_id if event.previous_id is not None else self._lost_head
+            self._lost_head = None
+            self.call("rmsec_head_changed", group=self.group, node_id=node_id, old_head=old,
+                      new_head=event.parent_id)
+        elif isinstance(event, tev.HeadLost):
+            self._lost_head = event.parent_id
+
+    def auth_failure(self, what: str, detail: str, now: float) -> None:
+        """One authentication failure of kind ``what`` (aggregated, see the class docstring)."""
+        self.counters["auth_failures_seen"] += 1
+        state = self._auth.get(what)
+        if state is None:
+            if len(self._auth) >= self.MAX_KINDS:
+                what = "other"
+                state = self._auth.get(what)
+            if state is None:
+                self._auth[what] = _AuthFailures(now)
+                self._report(what, detail, 1)
+                return
+        if now >= state.reported + self.auth_interval:
+            count = state.pending + 1
+            self.pending_auth -= state.pending
+            state.reported, state.pending, state.detail = now, 0, ""
+            self._report(what, detail, count)
+        else:
+            state.pending += 1
+            state.detail = detail
+            self.pending_auth += 1
+
+    def tick(self, now: float) -> None:
+        """Report aggregated failures whose interval is over (cheap when none are pending)."""
+        if not self.pending_auth:
+            return
+        for what, state in self._auth.items():
+            if state.pending and now >= state.reported + self.auth_interval:
+                self._send_pending(what, state, now)
+
+    def flush(self, now: float) -> None:
+        """Report every aggregated failure now (the node is closing)."""
+        if not self.pending_auth:
+            return
+        for what, state in self._auth.items():
+            if state.pending:
+                self._send_pending(what, state, now)
+
+    def _send_pending(self, what: str, state: _AuthFailures, now: float) -> None:
+        count = state.pending
+        self.pending_auth -= count
+        state.reported, state.pending = now, 0
+        self._report(what, state.detail, count)
+
+    def _report(self, what: str, detail: str, count: int) -> None:
+        self.counters["auth_failure_reports"] += 1
+        self.call("rmsec_auth_failure", group=self.group, where=self.where, detail=detail,
+                  what=what, count=count)
 
 
 def main(argv: list[str]) -> int:

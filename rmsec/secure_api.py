@@ -19,10 +19,9 @@ path, so once bound it asks the controller once for key recovery (RECOVER with i
 member already current gets a stale answer and ignores it).  Data of an epoch it lacks would
 also trigger recovery, but a sender hears no data, so this closes the gap for it.
 
-A secondary transport ``Sender`` does not deliver other streams (``delivers=False``); the
-secured sender must hear the rekey stream, so its machine's ``delivers`` is switched on and
-every stream but the rekey stream is discarded here (see the report: a ``Sender(delivers=)``
-argument in the transport would make this explicit).
+A secondary transport ``Sender`` does not deliver other streams by default; the secured
+sender must hear the rekey stream, so it is built with ``Sender(delivers=True)`` and every
+stream but the rekey stream is discarded here.
 """
 
 from __future__ import annotations
@@ -52,7 +51,8 @@ from rmsec.api import (
 )
 from rmsec.config import GroupConfig
 from rmsec.credentials import ControllerCredentials, MemberCredentials
-from rmsec.errors import ChannelClosed, ConfigError, LocalError, Pruned
+from rmsec.errors import AuthenticationFailed, ChannelClosed, ConfigError, LocalError, Pruned
+from rmsec.io.allocation import allocate_network
 from rmsec.io.base import Addr, Network, NodeSockets
 from rmsec.io.control import (
     ControlServer,
@@ -63,9 +63,12 @@ from rmsec.io.control import (
     server_context,
 )
 from rmsec.io.driver import NodeDriver
+from rmsec.io.multicast import IpMulticastNetwork
 from rmsec.io.udp import udp
+from rmsec.plugins import HookRelay
 from rmsec.security import events as sev
 from rmsec.security import messages as msg
+from rmsec.security import regional
 from rmsec.security.announcement import SecurityDescription, SignedAnnouncement
 from rmsec.security.controller import Controller
 from rmsec.security.member import Member, State
@@ -111,6 +114,8 @@ class ControllerChannel(_Node):
         self._credentials = credentials
         self._transport_announcement = transport_announcement
         self.security_events: collections.deque[sev.SecurityEvent] = collections.deque(maxlen=4096)
+        #: Observation hooks (member joined / left / expelled, rekey done) of this controller.
+        self.hooks = HookRelay(controller.config.group, "controller")
         self.server = ControlServer(
             controller,
             server_context(
@@ -119,13 +124,17 @@ class ControllerChannel(_Node):
                 ca_certificate=credentials.ca.certificate,
             ),
             on_rekey=self._send_rekey,
-            on_event=self.security_events.append,
+            on_event=self._on_security_event,
         )
         self._announcement: bytes | None = None
 
     def _send_rekey(self, envelope: bytes) -> None:
         machine = self._machine
         self._driver.command(lambda now: machine.send(envelope, now))
+
+    def _on_security_event(self, event: sev.SecurityEvent) -> None:
+        self.security_events.append(event)
+        self.hooks.controller_event(event)
 
     @property
     def control_address(self) -> Addr:
@@ -166,6 +175,7 @@ class ControllerChannel(_Node):
         """Controller and registration counters, plus the rekey stream's transport ones."""
         result = super().stats()
         result.update(self.server.stats())
+        result.update(self.hooks.counters)
         return result
 
     def expel(self, member_id: bytes, reason: str = "expelled by the operator") -> None:
@@ -203,6 +213,11 @@ async def open_controller(
     if not isinstance(config, GroupConfig):
         raise ConfigError("open_controller needs a rmsec.config.GroupConfig")
     net = network if network is not None else udp(host=data_host or host)
+    # On IP multicast the group's address comes from the configured range (DESIGN.md §4);
+    # the transport announcement names the allocated one, so members join that group.
+    allocation = allocate_network(config, net) if isinstance(net, IpMulticastNetwork) else None
+    if allocation is not None:
+        net = allocation.network
     cfg = config.transport
     if net.requires_multicast and not cfg.multicast:
         cfg = cfg.replace(multicast=True)
@@ -221,10 +236,13 @@ async def open_controller(
         controller = Controller(
             config, signing_key=tls.signing_key(), rng=os.urandom, now=now, session=session,
             rekey_stream=machine.stream, bootstrap=(root,),
+            multicast=None if allocation is None else allocation.address,
             wall_offset=time.time() - trio.current_time(),
         )
     except BaseException:
         sockets.close()
+        if allocation is not None:
+            allocation.release()
         raise
     holder: list[ControllerChannel] = []
 
@@ -239,24 +257,43 @@ async def open_controller(
     async def serve(*, task_status: trio.TaskStatus[Addr] = trio.TASK_STATUS_IGNORED) -> None:
         await holder[0].server.serve(host, port, task_status=task_status)
 
-    async with _run_node(
-        factory, machine, sockets, keep=None, ready=lambda n: True, last_words=None,
-        tasks=(serve,),
-    ) as node:
-        assert isinstance(node, ControllerChannel)
-        yield node
+    try:
+        async with _run_node(
+            factory, machine, sockets, keep=None, ready=lambda n: True, last_words=None,
+            tasks=(serve,),
+        ) as node:
+            assert isinstance(node, ControllerChannel)
+            yield node
+    finally:
+        if allocation is not None:
+            allocation.release()
 
 
 # ---------------------------------------------------------------------------------- members
 
 
-def _verify(announcement: bytes, credentials: object) -> tuple[SignedAnnouncement, Announcement]:
+def _verify(
+    announcement: bytes, credentials: object, roles: int = msg.Roles.RECEIVE
+) -> tuple[SignedAnnouncement, Announcement]:
     if not isinstance(credentials, MemberCredentials):
         raise ConfigError("credentials= must be a rmsec.credentials.MemberCredentials")
-    signed = SignedAnnouncement.decode_untrusted(
-        announcement, owner_keys=credentials.owner_keys, now_wall=time.time()
-    )
+    try:
+        signed = SignedAnnouncement.decode_untrusted(
+            announcement, owner_keys=credentials.owner_keys, now_wall=time.time()
+        )
+    except AuthenticationFailed as exc:
+        # No group name can be trusted from a forged announcement: report it under "".
+        HookRelay("", _where(roles, credentials.member_id)).auth_failure(
+            "announcement", str(exc), trio.current_time()
+        )
+        raise
     return signed, Announcement.decode_untrusted(signed.transport)
+
+
+def _where(roles: int, member_id: bytes) -> str:
+    """How a member's node names itself to the observation hooks: its role and member id."""
+    role = "head" if roles & msg.Roles.HEAD else "sender" if roles & msg.Roles.SEND else "receiver"
+    return f"{role} {member_id.decode('utf-8', 'backslashreplace')}"
 
 
 def _client_context(credentials: MemberCredentials) -> ssl.SSLContext:
@@ -280,6 +317,9 @@ class _Security:
         self.epoch_changes = 0
         self.sender_results: dict[bytes, sev.SenderRegistered] = {}
         self.changed = trio.Event()
+        #: Observation hooks of this node: auth failures from ``drain``, head changes from the
+        #: channel's transport events (see ``_HookedNode``).
+        self.hooks = HookRelay(signed.security.group, _where(member.roles, member.member_id))
 
     async def register(self, credentials: MemberCredentials) -> MemberLink:
         host, port = self.signed.security.controller
@@ -295,12 +335,15 @@ class _Security:
         while (event := member.next_event()) is not None:
             if isinstance(event, sev.AuthFailure):
                 self.auth_failures += 1
+                self.hooks.auth_failure(event.what, event.detail, trio.current_time())
             elif isinstance(event, sev.EpochChanged):
                 self.epoch_changes += 1
             elif isinstance(event, sev.SenderRegistered):
                 self.sender_results[event.sender_id] = event
             for listener in self.listeners:
                 listener(event)
+        if self.hooks.pending_auth:  # aggregated auth-failure reports now due
+            self.hooks.tick(trio.current_time())
         self.changed.set()
         self.changed = trio.Event()
 
@@ -325,6 +368,20 @@ class _Security:
     def link_closed(self) -> bool:
         return self.link is None or self.link.closed
 
+    async def request_recovery(self) -> int | None:
+        """Ask for key recovery (:meth:`Member.request_recovery`) and return the epoch once
+        the controller answered (or the control connection closed)."""
+        counters = self.member.counters
+
+        def answers() -> int:
+            return counters["recoveries_applied"] + counters["recoveries_stale"]
+
+        before = answers()
+        self.command(self.member.request_recovery)
+        while answers() == before and not self.link_closed():
+            await self.changed.wait()
+        return self.member.epoch
+
     def stats(self) -> dict[str, int]:
         """The member's counters (``sec_*``) and the summary DESIGN §6 asks for: rejected
         packets of every kind (``auth_failures``) and rekeys applied (``rekeys``)."""
@@ -336,17 +393,18 @@ class _Security:
         )
         result["rekeys"] = counters.get("rekeys_applied", 0) + counters.get("recoveries_applied", 0)
         result["epoch"] = counters.get("epoch", -1)
+        result.update(self.hooks.counters)
         return result
 
 
 def _new_member(
     credentials: MemberCredentials, signed: SignedAnnouncement, roles: int, node_id: bytes,
-    addr: Addr | None,
+    addr: Addr | None, region: str | None = None,
 ) -> _Security:
     member = Member(
         member_id=credentials.member_id, node_id=node_id, rng=os.urandom,
         now=trio.current_time(), roles=roles, token=credentials.token, addr=addr,
-        controller_key=signed.security.controller_key,
+        controller_key=signed.security.controller_key, region=region,
     )
     return _Security(member, signed)
 
@@ -357,7 +415,19 @@ def _check_session(security: _Security, ann: Announcement) -> None:
         raise ConfigError("the controller's welcome names another session than the announcement")
 
 
-class SecureReceiverChannel(ReceiverChannel):
+class _HookedNode(_Node):
+    """A member's channel: its tree binds (``Bound``, ``HeadLost``) go to the observation
+    hooks (``rmsec_head_changed``); nothing else is looked at, so messages cost one check."""
+
+    security: _Security
+
+    def _observe(self, event: ev.Event) -> None:
+        super()._observe(event)
+        if isinstance(event, (ev.Bound, ev.HeadLost)):
+            self.security.hooks.transport_event(event, self.node_id)
+
+
+class SecureReceiverChannel(_HookedNode, ReceiverChannel):
     """A member of a secured group: ``async for message in rx`` gives verified, decrypted
     :class:`~rmsec.api.Message` objects (``epoch`` is the key epoch they were protected under).
 
@@ -375,6 +445,9 @@ class SecureReceiverChannel(ReceiverChannel):
         self._wakeup = trio.Event()
         self._data_streams: set[int] = set()
         self._data_ended: set[int] = set()
+        #: streams that carried translation frames (a manager head's keys, not data)
+        self._key_streams: set[int] = set()
+        self._ended_pushed = False
         security.listeners.append(self._on_security)
 
     @property
@@ -390,6 +463,11 @@ class SecureReceiverChannel(ReceiverChannel):
         stream = self.security.member.rekey_stream
         assert stream is not None
         return stream
+
+    async def request_recovery(self) -> int | None:
+        """Ask the controller for the keys of the current epoch now, rather than waiting for
+        a gap to show; returns the epoch held once it answered."""
+        return await self.security.request_recovery()
 
     def stats(self) -> dict[str, int]:
         result = super().stats()
@@ -423,20 +501,35 @@ class SecureReceiverChannel(ReceiverChannel):
                 if event.stream == rekeys:
                     security.command(functools.partial(member.receive_rekey, event.data))
                 else:
-                    self._data_streams.add(event.stream)
+                    if regional.is_translation_frame(event.data):
+                        # A manager head's translation stream carries keys, not data: it
+                        # stays open as long as the head does, so iteration must not wait
+                        # for it to end.
+                        self._key_streams.add(event.stream)
+                        self._data_streams.discard(event.stream)
+                        self._check_end()
+                    elif event.stream not in self._key_streams:
+                        self._data_streams.add(event.stream)
                     security.command(functools.partial(member.receive_frame, event.data))
             elif isinstance(event, ev.StreamEnded) and event.stream != rekeys:
-                self._data_streams.add(event.stream)
-                self._data_ended.add(event.stream)
-                if self._open_streams() <= self._data_ended:
-                    self._push(_END)
+                if event.stream not in self._key_streams:
+                    self._data_streams.add(event.stream)
+                    self._data_ended.add(event.stream)
+                    self._check_end()
             elif isinstance(event, ev.PrunedByParent):
                 self._push(_PRUNED)
+
+    def _check_end(self) -> None:
+        """Iteration ends once every data stream seen has ended (and one has)."""
+        if self._data_ended and not self._ended_pushed and self._open_streams() <= self._data_ended:
+            self._ended_pushed = True
+            self._push(_END)
 
     def _open_streams(self) -> set[int]:
         streams: dict[int, Any] = getattr(self._machine, "streams", {})
         heard = {sid for sid, s in streams.items() if not getattr(s, "own", False)}
-        return (self._data_streams | heard) - {self.rekey_stream}
+        return (self._data_streams | heard) - {self.rekey_stream} - self._key_streams
+
 
     async def __anext__(self) -> Message:
         while True:
@@ -462,7 +555,7 @@ class SecureReceiverChannel(ReceiverChannel):
             await self._wakeup.wait()
 
 
-class SecureHeadChannel(HeadChannel):
+class SecureHeadChannel(_HookedNode, HeadChannel):
     """A repair head of a secured group: registered (role HEAD), holds no key."""
 
     def __init__(
@@ -477,7 +570,7 @@ class SecureHeadChannel(HeadChannel):
         return result
 
 
-class SecureSenderChannel(SenderChannel):
+class SecureSenderChannel(_HookedNode, SenderChannel):
     """A sender of a secured group: ``await tx.send(data, encrypt=True)`` protects each
     message (AEAD, then the source-auth trailer) before the transport sees it."""
 
@@ -501,6 +594,11 @@ class SecureSenderChannel(SenderChannel):
         result = super().stats()
         result.update(self.security.stats())
         return result
+
+    async def request_recovery(self) -> int | None:
+        """Ask the controller for key recovery now (see :meth:`SecureReceiverChannel.
+        request_recovery`)."""
+        return await self.security.request_recovery()
 
     async def wait_epoch(self, epoch: int) -> None:
         """Return once this sender protects under ``epoch`` or later (after a membership
@@ -567,17 +665,17 @@ class SecureSenderChannel(SenderChannel):
 @asynccontextmanager
 async def _member_node(
     announcement: bytes, credentials: object, roles: int, network: Network | None,
-    host: str | None, join_group: bool,
+    host: str | None, join_group: bool, region: str | None = None,
 ) -> AsyncIterator[tuple[_Security, Announcement, Network, NodeSockets, Callable[[int], bytes]]]:
     """Verify the announcement, open the node's sockets, register over TLS (in that order, so
     a refused member costs the group nothing); close everything on failure."""
-    signed, ann = _verify(announcement, credentials)
+    signed, ann = _verify(announcement, credentials, roles)
     assert isinstance(credentials, MemberCredentials)
     net = _network_for(ann, network, host)
     _check_config(ann.config, net)
     rng = net.node_rng()
     sockets = await net.open_node(host, join_group=join_group and ann.config.multicast)
-    security = _new_member(credentials, signed, roles, rng(8), sockets.local_addr)
+    security = _new_member(credentials, signed, roles, rng(8), sockets.local_addr, region)
     try:
         link = await security.register(credentials)
         try:
@@ -589,6 +687,7 @@ async def _member_node(
                 with trio.CancelScope(shield=True):
                     await link.stream.aclose()
     finally:
+        security.hooks.flush(trio.current_time())  # auth failures still aggregated
         sockets.close()
 
 
@@ -596,17 +695,23 @@ async def _member_node(
 async def open_secure_receiver(
     announcement: bytes, *, credentials: object, network: Network | None = None,
     host: str | None = None, join_policy: JoinPolicyName | None = None,
+    region: str | None = None, bootstrap: tuple[Addr, ...] | None = None,
 ) -> AsyncIterator[SecureReceiverChannel]:
-    """``open_receiver(signed_announcement, credentials=...)`` (see :mod:`rmsec.api`)."""
+    """``open_receiver(signed_announcement, credentials=...)`` (see :mod:`rmsec.api`).
+
+    ``region`` names the key-management region to join (``regions``: the region of the
+    manager head it binds under); ``bootstrap`` replaces the announcement's (the address of
+    that head, say, so the receiver binds under it)."""
     async with _member_node(
-        announcement, credentials, msg.Roles.RECEIVE, network, host, True
+        announcement, credentials, msg.Roles.RECEIVE, network, host, True, region
     ) as (security, ann, _net, sockets, rng):
         cfg = ann.config
         if join_policy is not None:
             cfg.replace(join_policy=join_policy)
         machine = transport.Receiver(
             cfg, session=ann.session, node_id=security.member.node_id, rng=rng,
-            now=trio.current_time(), bootstrap=ann.bootstrap, join_policy=join_policy,
+            now=trio.current_time(), bootstrap=ann.bootstrap if bootstrap is None else bootstrap,
+            join_policy=join_policy,
         )
         holder: list[SecureReceiverChannel] = []
 
@@ -671,9 +776,8 @@ async def open_secure_sender(
         machine = transport.Sender(
             ann.config, session=ann.session, node_id=security.member.node_id, rng=rng,
             now=trio.current_time(), stream=stream, bootstrap=ann.bootstrap,
+            delivers=True,  # it must hear the rekey stream (see the module docstring)
         )
-        # A secondary sender must hear the rekey stream (see the module docstring).
-        machine.delivers = True
         member = security.member
         sender_id = security.command(
             lambda now: member.add_sender(machine.stream, now, sender_id=member.node_id)
@@ -692,8 +796,11 @@ async def open_secure_sender(
             await node.aclose()
 
         async with _run_node(
-            factory, machine, sockets, keep=_keep_rekeys, ready=lambda n: True,
-            last_words=None, finish=finish, tasks=(security.run_link, pump),
+            # Ready once bound into the tree (not just registered): rekeys sent before the
+            # root knows this child never reach it, so the catch-up below must come after.
+            factory, machine, sockets, keep=_keep_rekeys, ready=lambda n: n.bound_to is not None,
+            last_words=None if machine.is_root else machine.leave, finish=finish,
+            tasks=(security.run_link, pump),
         ) as node:
             assert isinstance(node, SecureSenderChannel)
             with trio.fail_after(30):

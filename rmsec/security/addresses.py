@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections.abc import Iterable
 
 from rmsec.errors import ConfigError, LocalError
 
@@ -48,6 +49,7 @@ class MulticastAllocator:
         self._hosts_in_use: set[str] = set()
         self._reserved: set[Addr] = set()
         self._reserved_hosts: set[str] = set()
+        self._joined: set[str] = set()
 
     def _pick(self, group: str, attempt: int) -> Addr:
         digest = hashlib.sha256(b"rmsec mcast v1\x00" + group.encode() + attempt.to_bytes(4, "big")).digest()
@@ -66,6 +68,7 @@ class MulticastAllocator:
         # would deliver every group's traffic to both groups' receivers.
         return (
             candidate[0] not in self._reserved_hosts
+            and candidate[0] not in self._joined
             and candidate[0] not in self._hosts_in_use
             and candidate not in self._reserved
         )
@@ -111,6 +114,11 @@ class MulticastAllocator:
             self._reserved_hosts.add(address)
         else:
             self._reserved.add((address, port))
+
+    def note_joined(self, hosts: Iterable[str]) -> None:
+        """Groups found joined on the network now (the caller reads them, e.g. from
+        ``/proc/net/igmp``); replaces the previous observation, unlike :meth:`reserve`."""
+        self._joined = set(hosts)
 
     def in_use(self) -> set[Addr]:
         return set(self._in_use)

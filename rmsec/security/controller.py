@@ -67,6 +67,7 @@ class _Conn:
     id: int
     certificate: bytes | None
     member_id: bytes | None = None
+    region: str | None = None  # named by PLACE before REGISTER
 
 
 @dataclasses.dataclass(slots=True)
@@ -147,6 +148,9 @@ class Controller:
         self.senders: dict[bytes, _SenderRecord] = {}
         self._pending_joins: list[bytes] = []
         self._pending_leaves: list[bytes] = []
+        #: members holding keys of the scheme (kept as a count: at 1M members a scan per
+        #: epoch would cost more than the rekey itself)
+        self._keyed = 0
         self._control_out: list[tuple[int, bytes | None]] = []
         self._rekey_out: list[bytes] = []
         self._events: collections.deque[ev.SecurityEvent] = collections.deque()
@@ -164,6 +168,7 @@ class Controller:
             msg.Recover: self._on_recover,
             msg.Leave: self._on_leave,
             msg.RemoveSender: self._on_remove_sender,
+            msg.Place: self._on_place,
         }
 
     # ------------------------------------------------------------------ properties
@@ -279,7 +284,12 @@ class Controller:
             if valid_until <= now:
                 self._deny(c, m.member_id, "credentials already expired")
                 return
+        reason = self._check_region(c, m)
+        if reason:
+            self._deny(c, m.member_id, reason)
+            return
         keyed = bool(m.roles & (msg.Roles.RECEIVE | msg.Roles.SEND))
+        manager = bool(m.roles & msg.Roles.MANAGER)  # joins the scheme; gets no sender material
         member = _Member(
             m.member_id, c.id, credentials, m.roles, m.node_id, m.addr, valid_until,
             decision.valid_until, keyed,
@@ -287,11 +297,35 @@ class Controller:
         c.member_id = m.member_id
         self.members[m.member_id] = member
         self.counters["admitted"] += 1
-        if not keyed:  # a repair head: admitted to the tree, holds no group key
+        if not keyed and not manager:  # a repair head: admitted to the tree, holds no group key
             self._welcome(member, self.epoch, b"")
             return
         self._pending_joins.append(m.member_id)
         self._membership_changed(now)
+
+    def _on_place(self, c: _Conn, m: msg.Place, now: float) -> None:
+        if c.member_id is not None:
+            self._protocol_error(c, "PLACE after REGISTER", now)
+            return
+        c.region = m.region
+
+    def _check_region(self, c: _Conn, m: msg.Register) -> str:
+        """Regional key managers (``regions``, see :mod:`rmsec.security.regional`): a head
+        may take the MANAGER role only if the scheme names it; a member that named a region
+        (PLACE) is put there.  Returns why not, or ``""``."""
+        if m.roles & msg.Roles.MANAGER:
+            hosts = getattr(self.scheme, "hosts_manager", None)
+            if not callable(hosts) or not hosts(m.member_id):
+                return "no region of this group names this head as its manager"
+        if c.region is not None:
+            place = getattr(self.scheme, "place_named", None)
+            if not callable(place):
+                return "this group's key management has no regions"
+            try:
+                place(m.member_id, c.region)
+            except LocalError as exc:
+                return str(exc)
+        return ""
 
     def _decide(self, credentials: Credentials, now: float) -> Decision:
         try:
@@ -342,6 +376,7 @@ class Controller:
         if member.member_id in self._pending_joins:
             self._pending_joins.remove(member.member_id)
         if member.in_scheme:
+            self._keyed -= 1
             self._pending_leaves.append(member.member_id)
         if expelled:
             self.counters["expelled"] += 1
@@ -362,19 +397,19 @@ class Controller:
         if not joins and not leaves:
             return
         update = self.scheme.update(joins=joins, leaves=leaves)
+        existing = self._keyed  # keyed before this epoch: the rekey is for them
         for member_id in joins:
-            self.members[member_id].in_scheme = True
-        self._publish(update, now, existing=self._keyed_before(joins))
+            joined = self.members[member_id]
+            if not joined.in_scheme:
+                joined.in_scheme = True
+                self._keyed += 1
+        self._publish(update, now, existing=existing)
         for member_id in joins:
             member = self.members[member_id]
             welcome = update.welcomes.get(member_id)
             if welcome is None:
                 raise LocalError(f"key management gave no welcome for {member_id!r}")
             self._welcome(member, update.epoch, welcome)
-
-    def _keyed_before(self, joins: Sequence[bytes]) -> int:
-        new = set(joins)
-        return sum(1 for m in self.members.values() if m.in_scheme and m.member_id not in new)
 
     def _publish(self, update: Update, now: float, *, existing: int) -> None:
         """Sign the rekey for members who were there before (none need it on a first join)."""
@@ -399,7 +434,7 @@ class Controller:
         if self._pending_joins or self._pending_leaves:
             self._apply_changes(now)
             return
-        if not any(m.in_scheme for m in self.members.values()):
+        if not self._keyed:
             return
         self._publish(self.scheme.refresh(), now, existing=1)
 

@@ -34,7 +34,7 @@ from rmsec.errors import AuthenticationFailed, LocalError, MalformedPacket, NotF
 from rmsec.interfaces import KeyManagement, KeyManagementMember, Rng, SourceAuth
 from rmsec.security import events as ev
 from rmsec.security import messages as msg
-from rmsec.security import sigkeys
+from rmsec.security import regional, sigkeys
 from rmsec.security.aead import aead_algorithm
 from rmsec.security.epochs import EpochKeys
 from rmsec.security.protection import Limits, Opened, StreamProtector, Unprotector
@@ -97,6 +97,7 @@ class Member:
         limits: Limits | None = None,
         recovery_delay: float = 0.5,
         recovery_interval: float = 1.0,
+        region: str | None = None,
     ) -> None:
         if not member_id or len(member_id) > msg.MAX_MEMBER_ID:
             raise LocalError("member id must be 1..255 bytes")
@@ -107,6 +108,8 @@ class Member:
         self.roles = roles
         self._token = token
         self._addr = addr
+        #: The region to join (``regions``: the region of the head this member binds under).
+        self.region = region
         self._rng = rng
         self._expected_controller = controller_key
         self._plugins: PluginLookup = plugins or _DefaultPlugins()
@@ -145,6 +148,11 @@ class Member:
     def rekey_stream(self) -> int | None:
         return None if self.welcome is None else self.welcome.rekey_stream
 
+    @property
+    def key_management(self) -> KeyManagementMember | None:
+        """The scheme's member object (a manager head drains its translations from it)."""
+        return self._km
+
     # ------------------------------------------------------------------ registration
 
     def start(self, now: float) -> None:
@@ -152,6 +160,8 @@ class Member:
         if self.state != State.NEW:
             raise LocalError(f"start() in state {self.state}")
         self.state = State.REGISTERING
+        if self.region is not None:
+            self._send(msg.Place(self.region))
         self._send(msg.Register(self.member_id, self.roles, self._token, self.node_id, self._addr))
 
     def leave(self, now: float) -> None:
@@ -325,6 +335,9 @@ class Member:
         if self.state != State.MEMBER or self.unprotector is None:
             self.counters["data_dropped_not_member"] += 1
             return
+        if regional.is_translation_frame(frame):
+            self._on_translation(frame, now)
+            return
         if self._km is None:  # a key-less repair head: it forwards ciphertext, never opens it
             self.counters["data_dropped_keyless"] += 1
             return
@@ -397,11 +410,41 @@ class Member:
             if not self._apply_rekey(envelope, now):
                 return
 
+    def _on_translation(self, frame: bytes, now: float) -> None:
+        """A regional manager head's translation (:mod:`rmsec.security.regional`): kept by
+        the scheme, unopened, until the signed rekey of its epoch is applied."""
+        if not isinstance(self._km, regional.TranslationReceiver):
+            self.counters["translations_ignored"] += 1
+            return
+        try:
+            self._km.accept_translation(regional.decode_translation_frame_untrusted(frame))
+        except MalformedPacket:
+            self.counters["translations_malformed"] += 1
+            return
+        except NotForMe:
+            self.counters["translations_ignored"] += 1
+            return
+        self.counters["translations_accepted"] += 1
+        self._apply_held(now)
+
     def _apply_rekey(self, envelope: RekeyEnvelope, now: float, *, recovered: bool = False) -> bool:
         assert self._km is not None and self.keys is not None and self.unprotector is not None
         previous = self._km.epoch
         try:
             self._km.apply(envelope.payload)
+        except regional.AwaitingTranslation as exc:
+            # Genuine, but its region's wrap comes from the manager head: hold it until the
+            # translation arrives, and recover from the controller if it does not in time.
+            self.counters["rekeys_awaiting_translation"] += 1
+            if isinstance(exc, regional.TranslationRejected):
+                self.counters["translations_rejected"] += 1
+                self._events.append(ev.AuthFailure("translation", "translation did not open"))
+            if not recovered:
+                self._hold(envelope)
+                self._behind = True
+                if self._recovery_due is None:
+                    self._recovery_due = now + self.recovery_delay
+            return False
         except NotForMe:
             self.counters["rekeys_not_for_me"] += 1
             if not recovered:
@@ -452,6 +495,23 @@ class Member:
         self._recovery_due = None
         self._apply_rekey(envelope, now, recovered=True)
         self._apply_held(now)
+
+    def request_recovery(self, now: float, why: str = "asked by the application") -> bool:
+        """Ask the controller for key recovery now (DESIGN.md §4: a way for a member to ask
+        for a key it missed).
+
+        Recovery is automatic when a gap shows (a rekey from an epoch we lack, data of an
+        epoch we do not have); this is for an application that knows more than the machine,
+        say after its data plane was cut off for a while.  Answered by a recovery envelope,
+        or by a stale one when we were current (counters ``recoveries_applied`` /
+        ``recoveries_stale``); retried every ``recovery_interval`` until answered.  Returns
+        False when the rate limit postponed the request to the end of the interval.
+        """
+        if self.state != State.MEMBER or self._km is None:
+            raise LocalError(f"no keys to recover in state {self.state} (or a key-less head)")
+        before = self.counters["recoveries_requested"]
+        self._request_recovery(now, why)
+        return self.counters["recoveries_requested"] != before
 
     def _request_recovery(self, now: float, why: str) -> None:
         self._behind = True

@@ -14,6 +14,7 @@ type   name                 fields after the type                               
 19     RECOVER              have_epoch                                                  member
 20     LEAVE                --                                                          member
 21     REMOVE_SENDER        sender_id                                                   member
+22     PLACE                region name (sent before REGISTER: the region to join)      member
 32     WELCOME              see :class:`Welcome`                                        ctl
 33     DENIED               reason                                                      ctl
 34     SENDER_INFO          sender_id, owner member id, stream, params, material        ctl
@@ -70,7 +71,9 @@ class Roles:
     RECEIVE = 0x01
     SEND = 0x02
     HEAD = 0x04
-    ALL = RECEIVE | SEND | HEAD
+    #: A head hosting its region's key manager (``regions``: the scheme names the head).
+    MANAGER = 0x08
+    ALL = RECEIVE | SEND | HEAD | MANAGER
 
 
 Addr = tuple[str, int]
@@ -152,6 +155,16 @@ class RemoveSender(ControlMessage):
     TYPE = 21
     FIELDS = (_sender,)
     sender_id: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Place(ControlMessage):
+    """The region a member joins (the region of the repair head it binds under), sent just
+    before REGISTER; only key-management schemes with regions accept it."""
+
+    TYPE = 22
+    FIELDS = (_name,)
+    region: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -268,7 +281,7 @@ class SenderResult(ControlMessage):
 MESSAGES: dict[int, type[ControlMessage]] = {
     cls.TYPE: cls
     for cls in (Register, AddSender, Material, Recover, Leave, RemoveSender, Welcome, Denied,
-                SenderInfo, SenderGone, MaterialRequest, Recovery, Expelled, SenderResult)
+                SenderInfo, SenderGone, MaterialRequest, Recovery, Expelled, SenderResult, Place)
 }
 
 
