@@ -97,9 +97,11 @@ def rmsec_auth_failure(group: str, where: str, detail: str, what: str, count: in
     member id).
 
     ``what`` is the kind of thing: ``data`` (a data packet failed source authentication),
-    ``rekey``, ``recovery`` (a rekey or key-recovery message without a valid
-    controller signature), ``welcome``, ``announcement`` (a session announcement that is not
-    signed by a trusted owner; ``group`` is then ``""``: nothing in it can be trusted).
+    ``aead`` (a data or authentication frame did not open under the group key: altered on
+    the way, or sent by someone without the key), ``rekey``, ``recovery`` (a rekey or
+    key-recovery message without a valid controller signature), ``welcome``, ``announcement``
+    (a session announcement that is not signed by a trusted owner; ``group`` is then ``""``:
+    nothing in it can be trusted).
     ``detail`` is a human-readable reason.
 
     Aggregated: a node calls this at once for the first failure of a kind, then at most once

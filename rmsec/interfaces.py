@@ -114,12 +114,69 @@ class Signer(abc.ABC):
         return []
 
 
+class DeferredSigner(Signer):
+    """Optional capability of a :class:`Signer` whose trailers depend on packets still to
+    come (one signature over a batch, as ``batchsig`` does), so it cannot give a trailer per
+    packet at once without paying a signature per packet.
+
+    The core detects it with ``isinstance(signer, DeferredSigner)`` and then calls
+    :meth:`submit` for every packet instead of :meth:`Signer.protect`; finished packets come
+    back from :meth:`ready`, which the core calls right after each :meth:`submit` and again
+    once ``now`` reaches :meth:`get_timer`, and from :meth:`flush` at the end of the stream.
+    Contract:
+
+    - every submitted packet comes out exactly once, as ``(packet, trailer)``, in submit
+      order (the core keeps a stream's sequence order that way);
+    - latency is bounded: :meth:`get_timer` names when the oldest held packet must come out,
+      and :meth:`ready` at that time returns it (a batch closed by size *or* by deadline);
+    - :meth:`Signer.protect` still works on its own (immediately, at whatever cost) for
+      callers that cannot wait.
+    """
+
+    @abc.abstractmethod
+    def submit(self, packet: bytes, now: float) -> None:
+        """Take ``packet`` (header + ciphertext, sent at ``now``); its trailer comes later."""
+
+    @abc.abstractmethod
+    def ready(self, now: float) -> list[tuple[bytes, bytes]]:
+        """Every ``(packet, trailer)`` finished by ``now`` and not yet returned."""
+
+    @abc.abstractmethod
+    def flush(self, now: float) -> list[tuple[bytes, bytes]]:
+        """Finish every held packet now (end of stream) and return what :meth:`ready` would."""
+
+    @abc.abstractmethod
+    def get_timer(self) -> float | None:
+        """When the oldest packet not yet finished must be (then :meth:`ready` returns it);
+        ``None`` while every submitted packet is finished (collected or not)."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Verified:
     """A packet whose authenticity is now established (possibly released later than arrival)."""
 
     packet: bytes
     trailer: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClockBound:
+    """What a receiver knows of a sender's clock (loose time synchronisation, for methods
+    whose security rests on time such as TESLA): at local time ``at`` the sender's clock read
+    at most ``at + offset`` and at least ``at + offset - error``.
+
+    The core measures it over authenticated channels (:mod:`rmsec.security.clocks`) but
+    knows nothing of clock drift, so it says how much drift the bound has not yet absorbed:
+    it combines measurements taken ``age`` seconds apart (through the controller's clock).  A
+    method that bounds the relative rate error of any two clocks by ``rho`` widens the upper
+    end by ``rho * age`` and the width by ``2 * rho * age`` at ``at``, and both by ``rho``
+    per second away from ``at``.
+    """
+
+    offset: float
+    error: float
+    at: float
+    age: float = 0.0
 
 
 class Verifier(abc.ABC):
@@ -135,6 +192,19 @@ class Verifier(abc.ABC):
         """Process an extra authentication packet from :meth:`Signer.pending`."""
         return []
 
+    def set_clock(self, bound: ClockBound) -> None:  # noqa: B027 - optional, no-op default
+        """Adopt a (fresher) bound on the sender's clock; methods that need no clock ignore
+        it (see :attr:`SourceAuth.needs_clock`)."""
+
+    def poll(self, now: float) -> list[Verified]:
+        """Packets that became verified without a packet of their own (released by time);
+        the core calls it once :meth:`get_timer` is due."""
+        return []
+
+    def get_timer(self) -> float | None:
+        """When :meth:`poll` should next run (``now`` scale), or None."""
+        return None
+
 
 class SourceAuth(abc.ABC):
     """A source-authentication method: a factory of signers and verifiers."""
@@ -142,6 +212,10 @@ class SourceAuth(abc.ABC):
     name: ClassVar[str]
     #: True when a receiver holding everything it is given still cannot forge the sender.
     non_repudiable: ClassVar[bool] = True
+    #: True when verifiers need a bound on the sender's clock (:class:`ClockBound`): the
+    #: core then synchronises each receiver with the controller, and the controller with
+    #: each sender, and hands verifiers the composed bound through :meth:`Verifier.set_clock`.
+    needs_clock: bool = False
 
     def __init__(self, *, rng: Rng, options: Mapping[str, Any] | None = None) -> None:
         self.rng = rng

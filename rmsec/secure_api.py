@@ -94,6 +94,8 @@ READY_LIMIT = 1024
 #: Seconds between polls of the source-auth signer for packets due without a new message
 #: (TESLA key disclosures, EMSS signature packets).
 AUTH_POLL = 0.05
+#: Seconds a closing member waits for its LEAVE to be handed to TLS before it just hangs up.
+LEAVE_FLUSH = 1.0
 _END = object()
 _PRUNED = object()
 _EXPELLED = object()
@@ -316,6 +318,9 @@ class _Security:
         self.auth_failures = 0
         self.epoch_changes = 0
         self.sender_results: dict[bytes, sev.SenderRegistered] = {}
+        #: Where frames the member finished on its timer go (a sender channel's transport):
+        #: a deferred signer's batch closed at its deadline.
+        self.frame_sink: Callable[[list[tuple[bytes, bytes]]], None] | None = None
         self.changed = trio.Event()
         #: Observation hooks of this node: auth failures from ``drain``, head changes from the
         #: channel's transport events (see ``_HookedNode``).
@@ -332,6 +337,8 @@ class _Security:
 
     def drain(self) -> None:
         member = self.member
+        if self.frame_sink is not None and (frames := member.frames_to_send()):
+            self.frame_sink(frames)
         while (event := member.next_event()) is not None:
             if isinstance(event, sev.AuthFailure):
                 self.auth_failures += 1
@@ -352,10 +359,39 @@ class _Security:
         return self.link.command(call)
 
     async def run_link(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        assert self.link is not None
-        task_status.started()
-        await self.link.run()
-        self.drain()
+        """Run the control link until it ends, or until the node closes: then say LEAVE
+        first, so the controller reports a member that left (``rmsec_member_left`` reason
+        ``left``) apart from one whose connection was lost."""
+        link = self.link
+        assert link is not None
+        # The link runs shielded: cancelling it would close the connection before the LEAVE
+        # is written.  This task waits for the node to close, then leaves and stops it.  The
+        # LEAVE goes straight on the stream (as the catch-up does), ahead of whatever the
+        # link still queues, and before the machine leaves: a link whose member is no longer
+        # a member stops at the next message it receives, writer and all.
+        shield = trio.CancelScope(shield=True)
+
+        async def pump() -> None:
+            with shield:
+                await link.run()
+            self.drain()
+            nursery.cancel_scope.cancel()  # the link ended by itself: nothing to leave
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pump)
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True):
+                    if not link.closed and self.member.state == State.MEMBER:
+                        with trio.move_on_after(LEAVE_FLUSH), suppress(
+                            trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError
+                        ):
+                            await link.stream.send(msg.Leave().encode())
+                        self.member.leave(trio.current_time())
+                        self.member.control_to_send()  # its LEAVE: sent above
+                    shield.cancel()
 
     async def catch_up(self) -> None:
         """Ask once for the rekeys sent while we were joining the tree (see module docstring)."""
@@ -581,6 +617,7 @@ class SecureSenderChannel(_HookedNode, SenderChannel):
         super().__init__(machine, driver, sockets, announcement)
         self.security = security
         self.sender_id: bytes = bytes(machine.node_id)
+        security.frame_sink = self._queue_finished
 
     @property
     def member(self) -> Member:
@@ -623,16 +660,38 @@ class SecureSenderChannel(_HookedNode, SenderChannel):
         else:
             await trio.lowlevel.checkpoint()
         sender_id, member = self.sender_id, self.member
-        frames: list[bytes] = self.security.command(
-            lambda now: member.protect(sender_id, bytes(data), now, encrypt=encrypt)
-        )
+
+        def protect(now: float) -> tuple[int, list[bytes]]:
+            # With a deferred signer (batchsig) the frame may leave later, with its batch:
+            # at the latest at the signer's deadline (the member's timer, see _queue_finished).
+            protector = member.protectors.get(sender_id)
+            seq = -1 if protector is None else protector.next_seq  # None: protect() raises
+            return seq, member.protect(sender_id, bytes(data), now, encrypt=encrypt)
+
+        seq: int
+        frames: list[bytes]
+        seq, frames = self.security.command(protect)
         self._queue(frames)
-        return int.from_bytes(frames[0][16:24], "big")  # header: sequence number at 16..24
+        return seq
+
+    async def aclose(self) -> None:
+        """Send what a deferred signer still holds (its open batch, signed now), then end
+        the stream and wait for confirmation."""
+        if not self._closed and self.member.state == State.MEMBER:
+            sender_id, member = self.sender_id, self.member
+            self._queue(self.security.command(
+                functools.partial(member.flush_sender, sender_id)))
+        await super().aclose()
 
     def _queue(self, frames: list[bytes]) -> None:
         machine = self._machine
         for frame in frames:
             self._driver.command(functools.partial(machine.send, frame))
+
+    def _queue_finished(self, frames: list[tuple[bytes, bytes]]) -> None:
+        """Frames the member finished on its timer (a batch closed at its deadline)."""
+        if not self._closed:
+            self._queue([frame for sid, frame in frames if sid == self.sender_id])
 
     async def pump(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Rekeys from the tree to the member; source-auth packets due on a timer out."""
@@ -706,8 +765,8 @@ async def open_secure_receiver(
         announcement, credentials, msg.Roles.RECEIVE, network, host, True, region
     ) as (security, ann, _net, sockets, rng):
         cfg = ann.config
-        if join_policy is not None:
-            cfg.replace(join_policy=join_policy)
+        if join_policy is not None:  # overrides the announcement's (ConfigError if unknown)
+            cfg = cfg.replace(join_policy=join_policy)
         machine = transport.Receiver(
             cfg, session=ann.session, node_id=security.member.node_id, rng=rng,
             now=trio.current_time(), bootstrap=ann.bootstrap if bootstrap is None else bootstrap,

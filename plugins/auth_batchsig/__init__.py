@@ -7,10 +7,12 @@ each packet verifies on its own whatever else is lost, and a receiver pays one s
 verification per batch: the first packet of a batch to arrive verifies the signature and the
 root is cached; every later packet of that batch costs ``1 + log2(batch)`` short hashes.
 
-Because a trailer depends on packets not yet sent, the signer is deferred (see
-:class:`BatchSigner`): ``submit`` packets, collect ``(packet, trailer)`` pairs from ``ready``,
-and wake at ``get_timer``.  ``protect`` still works and signs a batch of one (per-packet
-signature cost) for callers that cannot wait.
+Because a trailer depends on packets not yet sent, the signer is a
+:class:`~rmsec.interfaces.DeferredSigner`: the core (``StreamProtector.submit``) submits
+packets, collects ``(packet, trailer)`` pairs from ``ready`` and wakes at ``get_timer``, so a
+batch is closed by size or by ``deadline`` (latency stays bounded) and a stream pays one
+signature per batch.  ``protect`` still works and signs a batch of one (per-packet signature
+cost) for callers that cannot wait.
 
 Encodings (CBOR, strict):
 
@@ -31,7 +33,7 @@ from typing import Any
 
 from rmsec.errors import AuthenticationFailed, MalformedPacket
 from rmsec.hookspecs import hookimpl
-from rmsec.interfaces import Rng, Signer, SourceAuth, Verified, Verifier
+from rmsec.interfaces import DeferredSigner, Rng, SourceAuth, Verified, Verifier
 from rmsec.registry import SourceAuthRegistry
 from rmsec.security import authcrypto
 from rmsec.wire.codec import byte_string, check_fields, dumps, int_range, loads_untrusted, uint
@@ -59,7 +61,7 @@ MAX_PATH = 10  # ceil(log2(MAX_BATCH))
 _U64 = (1 << 64) - 1
 
 
-class BatchSigner(Signer):
+class BatchSigner(DeferredSigner):
     """Sender side; deferred: ``submit`` / ``ready`` / ``get_timer`` (see module doc)."""
 
     def __init__(

@@ -6,6 +6,11 @@ bootstrap), so a receiver checks a disclosed key with a few hashes and then ever
 packet of its interval with one MAC.  Security rests on time: a receiver accepts a packet
 only if, by its bound on the sender's clock, the packet's key cannot have been disclosed yet.
 Receivers therefore need loose time synchronisation (:mod:`.clock`); one without it refuses.
+In a secured group the core provides it (``needs_clock``): each receiver measures the
+controller's clock over its TLS control connection and the controller measures the sender's
+(:mod:`rmsec.security.clocks`), and the verifier gets the composed bound through
+:meth:`TeslaVerifier.set_clock`; its width is the sum of both round trips, so
+``max_sync_error`` (and ``rtt``) must cover them.
 
 Parameters (options, the same on both sides):
 
@@ -92,6 +97,8 @@ class TeslaAuth(SourceAuth):
         if type(shared) is not bool:
             raise ConfigError("tesla synchronized_clocks must be true or false")
         self.synchronized_clocks = shared
+        #: the core synchronises receivers through the controller (rmsec.security.clocks)
+        self.needs_clock = not shared
 
     def signer(self, *, sender_id: bytes, now: float) -> TeslaSigner:
         schedule = Schedule(
@@ -106,8 +113,9 @@ class TeslaAuth(SourceAuth):
         self, params: bytes, material: bytes, *, now: float, sync: ClockSync | None = None
     ) -> TeslaVerifier:
         """A receiver.  ``sync`` is its bound on the sender's clock (see :mod:`.clock`);
-        without one it refuses every packet until :meth:`TeslaVerifier.synchronise`, unless
-        the ``synchronized_clocks`` option says ``now`` is the sender's clock."""
+        without one it refuses every packet until :meth:`TeslaVerifier.set_clock` (the core's
+        loose synchronisation through the controller) or :meth:`TeslaVerifier.synchronise`,
+        unless the ``synchronized_clocks`` option says ``now`` is the sender's clock."""
         if sync is None and self.synchronized_clocks:
             sync = ClockSync.shared_clock(now)
         return TeslaVerifier(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 from rmsec.errors import AuthenticationFailed, MalformedPacket
-from rmsec.interfaces import Verified, Verifier
+from rmsec.interfaces import ClockBound, Verified, Verifier
 from rmsec.security import authcrypto
 from rmsec.wire.codec import loads_untrusted
 
@@ -82,6 +82,10 @@ class TeslaVerifier(Verifier):
         #: the newest interval whose key is known (packets up to it can be checked at once)
         self._newest_key = -1
         self._x, self._x_from, self._x_until = -1, math.inf, -math.inf
+        #: the last local time seen, and whether poll found the bound lost (no timer then)
+        self._seen = -math.inf
+        self._polled = -math.inf
+        self._poll_blocked = False
         self.stats: dict[str, int] = {
             "late": 0, "future": 0, "forged": 0, "unsynchronised": 0, "evicted": 0,
             "expired": 0, "unknown_chain": 0,
@@ -125,8 +129,22 @@ class TeslaVerifier(Verifier):
         self._sync = ClockSync.from_exchange(
             sent_at=sent_at, sender_time=sender_time, received_at=now, drift=self._drift
         )
+        self._poll_blocked = False
         self._forget_bound()
         return self._sync
+
+    def set_clock(self, bound: ClockBound) -> None:
+        """Adopt the core's bound (:class:`~rmsec.interfaces.ClockBound`), widened by this
+        receiver's ``drift`` (any two clocks of the group) for the measurements' age."""
+        drift = self._drift
+        self._sync = ClockSync(
+            offset=bound.offset + drift * bound.age,
+            error=bound.error + 2 * drift * bound.age,
+            at=bound.at,
+            drift=drift,
+        )
+        self._poll_blocked = False
+        self._forget_bound()
 
     def _latest_interval(self, now: float) -> int:
         """``x``: the latest interval the sender can be in; refuses when the bound is lost.
@@ -194,6 +212,7 @@ class TeslaVerifier(Verifier):
     # -- data packets ----------------------------------------------------------------------
 
     def verify(self, packet: bytes, trailer: bytes, now: float) -> list[Verified]:
+        self._seen = now
         hot = self._hot
         if (
             hot is not None
@@ -336,11 +355,30 @@ class TeslaVerifier(Verifier):
     def poll(self, now: float) -> list[Verified]:
         """What became verified without a packet of its own (and expire what never will)."""
         self._hot = None
+        self._seen = max(self._seen, now)
+        self._polled = now
         try:
             x = self._latest_interval(now)
         except AuthenticationFailed:
+            self._poll_blocked = True  # nothing can be judged until a new bound
             return self._take([])
         return self._take(self._release(x))
+
+    def get_timer(self) -> float | None:
+        """Due at once when a late packet's disclosure released packets (they wait in
+        ``_ready``); otherwise when the oldest buffered interval expires (``hold``), so a
+        burst whose disclosures were all lost does not hold memory until the next packet."""
+        if self._ready:
+            return self._seen
+        sync = self._sync
+        if not self._buffers or sync is None or self._poll_blocked:
+            return None
+        s = self.schedule
+        # x >= target once the upper bound (>= now + offset) reaches the target interval
+        # (and never more than once an interval: rounding must not make it spin)
+        target = min(self._buffers) + self._lag + self._hold + 1
+        due = s.t0 + target * s.interval - sync.offset + s.interval * 1e-3
+        return max(self._seen, self._polled + s.interval, due)
 
     def _take(self, released: list[Verified]) -> list[Verified]:
         if self._ready:

@@ -44,9 +44,9 @@ from typing import Any
 from rmsec.config import GroupConfig
 from rmsec.errors import ConfigError, LocalError, MalformedPacket, RmsecError
 from rmsec.interfaces import AccessPolicy, Credentials, Decision, KeyManagement, Rng, Update
+from rmsec.security import clocks, sigkeys
 from rmsec.security import events as ev
 from rmsec.security import messages as msg
-from rmsec.security import sigkeys
 from rmsec.security.cookie import CookieGuard
 from rmsec.security.rekey import EnvelopeKind, RekeyEnvelope
 
@@ -84,6 +84,8 @@ class _Member:
     welcomed: bool = False
     in_scheme: bool = False
     last_recovery: float = float("-inf")
+    #: The first RECOVER after the welcome was served (the join catch-up, see _on_recover).
+    caught_up: bool = False
     senders: set[bytes] = dataclasses.field(default_factory=set)
 
 
@@ -169,6 +171,7 @@ class Controller:
             msg.Leave: self._on_leave,
             msg.RemoveSender: self._on_remove_sender,
             msg.Place: self._on_place,
+            msg.TimeRequest: self._on_time_request,
         }
 
     # ------------------------------------------------------------------ properties
@@ -298,7 +301,7 @@ class Controller:
         self.members[m.member_id] = member
         self.counters["admitted"] += 1
         if not keyed and not manager:  # a repair head: admitted to the tree, holds no group key
-            self._welcome(member, self.epoch, b"")
+            self._welcome(member, self.epoch, b"", now=now)
             return
         self._pending_joins.append(m.member_id)
         self._membership_changed(now)
@@ -343,7 +346,7 @@ class Controller:
         self._control_out.append((c.id, None))
         self._conns.pop(c.id, None)
 
-    def _welcome(self, member: _Member, epoch: int, key_material: bytes) -> None:
+    def _welcome(self, member: _Member, epoch: int, key_material: bytes, *, now: float) -> None:
         member.welcomed = True
         senders = ()  # material arrives per sender through MATERIAL_REQUEST / SENDER_INFO
         welcome = msg.Welcome(
@@ -357,7 +360,7 @@ class Controller:
         if member.keyed:
             for record in self.senders.values():
                 if record.owner != member.member_id:
-                    self._request_material(record, [member.member_id])
+                    self._request_material(record, [member.member_id], now)
 
     # ------------------------------------------------------------------ membership changes
 
@@ -409,7 +412,7 @@ class Controller:
             welcome = update.welcomes.get(member_id)
             if welcome is None:
                 raise LocalError(f"key management gave no welcome for {member_id!r}")
-            self._welcome(member, update.epoch, welcome)
+            self._welcome(member, update.epoch, welcome, now=now)
 
     def _publish(self, update: Update, now: float, *, existing: int) -> None:
         """Sign the rekey for members who were there before (none need it on a first join)."""
@@ -497,16 +500,19 @@ class Controller:
             x.member_id for x in self.members.values()
             if x.welcomed and x.keyed and x.member_id != member.member_id
         ]
-        self._request_material(record, others)
+        self._request_material(record, others, now)
 
-    def _request_material(self, record: _SenderRecord, members: Sequence[bytes]) -> None:
+    def _request_material(self, record: _SenderRecord, members: Sequence[bytes], now: float) -> None:
+        """Ask the sender for each member's material; the request carries our clock and the
+        answer the sender's, so every SENDER_INFO carries a fresh bound on the sender's clock
+        (:mod:`rmsec.security.clocks`)."""
         owner = self.members.get(record.owner)
         if owner is None:
             return
         for start in range(0, len(members), msg.MAX_BATCH):
             chunk = tuple(members[start : start + msg.MAX_BATCH])
             if chunk:
-                self._send(owner.conn, msg.MaterialRequest(record.sender_id, chunk))
+                self._send(owner.conn, msg.MaterialRequest(record.sender_id, chunk, now))
 
     def _on_material(self, c: _Conn, m: msg.Material, now: float) -> None:
         member = self._member_of(c)
@@ -514,12 +520,14 @@ class Controller:
         if member is None or record is None or record.owner != member.member_id:
             self.counters["material_ignored"] += 1
             return
+        leg = clocks.sender_leg(request_time=m.request_time, sender_time=m.sender_time, now=now)
+        clock = None if leg is None else (leg.offset, leg.error, leg.at)
         for member_id, material in m.items:
             target = self.members.get(member_id)
             if target is None or not target.welcomed or not target.keyed:
                 continue
             self._send(target.conn, msg.SenderInfo(
-                record.sender_id, record.owner, record.stream, record.params, material))
+                record.sender_id, record.owner, record.stream, record.params, material, clock))
             self.counters["sender_info"] += 1
 
     def _on_remove_sender(self, c: _Conn, m: msg.RemoveSender, now: float) -> None:
@@ -556,7 +564,14 @@ class Controller:
         if now - member.last_recovery < RECOVERY_INTERVAL:
             self.counters["recoveries_limited"] += 1
             return
-        member.last_recovery = now
+        # A member asks once as soon as it is bound into the tree, for the rekeys sent while
+        # it was joining (rmsec.secure_api: the join catch-up).  That first request does not
+        # start the interval, so a gap the member finds right after joining is served at once
+        # instead of being dropped; every later request does (one free request per
+        # registration, and registering costs a TLS handshake and the access policy).
+        if member.caught_up:
+            member.last_recovery = now
+        member.caught_up = True
         payload = self.scheme.recover(member.member_id)
         envelope = RekeyEnvelope.seal(
             self._key, kind=EnvelopeKind.RECOVERY, session=self.session, epoch=self.epoch,
@@ -565,6 +580,11 @@ class Controller:
         self._send(c.id, msg.Recovery(envelope))
         self.counters["recoveries"] += 1
         self._events.append(ev.RecoveryServed(member.member_id, m.have_epoch, self.epoch))
+
+    def _on_time_request(self, c: _Conn, m: msg.TimeRequest, now: float) -> None:
+        """Loose time synchronisation: our clock, at once (the round trip bounds it)."""
+        self.counters["time_requests"] += 1
+        self._send(c.id, msg.Time(m.request, now))
 
     def _on_leave(self, c: _Conn, m: msg.Leave, now: float) -> None:
         if c.member_id is None:

@@ -155,7 +155,8 @@ class RecoveryRequested(SecurityEvent):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class AuthFailure(SecurityEvent):
-    """Something failed authentication here: ``what`` is ``rekey``, ``recovery``, ``data``."""
+    """Something failed authentication here: ``what`` is ``rekey``, ``recovery``, ``data``,
+    ``aead`` (a frame that does not open under the group key), ``translation``, ``welcome``."""
 
     what: str
     detail: str

@@ -20,7 +20,9 @@ Outputs: :meth:`control_to_send` (messages for the controller, unframed),
 :meth:`next_event` (:mod:`rmsec.security.events`), timers via :meth:`get_timer` /
 :meth:`handle_timer`.  Data in: :meth:`receive_frame` (a message from a sender's stream),
 :meth:`receive_rekey` (a message from the controller's rekey stream).  Data out:
-:meth:`protect`.
+:meth:`protect`, :meth:`pending_auth`, :meth:`flush_sender` (end of stream) and, for frames a
+deferred signer (``batchsig``) finishes on a timer, :meth:`frames_to_send` after
+:meth:`handle_timer`: the signer's batch deadline is part of :meth:`get_timer`.
 """
 
 from __future__ import annotations
@@ -31,10 +33,17 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from rmsec.errors import AuthenticationFailed, LocalError, MalformedPacket, NotForMe, RmsecError
-from rmsec.interfaces import KeyManagement, KeyManagementMember, Rng, SourceAuth
+from rmsec.interfaces import (
+    ClockBound,
+    KeyManagement,
+    KeyManagementMember,
+    Rng,
+    SourceAuth,
+    Verifier,
+)
+from rmsec.security import clocks, regional, sigkeys
 from rmsec.security import events as ev
 from rmsec.security import messages as msg
-from rmsec.security import regional, sigkeys
 from rmsec.security.aead import aead_algorithm
 from rmsec.security.epochs import EpochKeys
 from rmsec.security.protection import Limits, Opened, StreamProtector, Unprotector
@@ -43,6 +52,15 @@ from rmsec.security.rekey import EnvelopeKind, RekeyEnvelope, open_envelope
 Addr = tuple[str, int]
 #: Rekey envelopes held while waiting for recovery.
 MAX_HELD_REKEYS = 64
+#: Unprotector counters that are authentication failures: counter -> (``what``, detail) of
+#: the :class:`~rmsec.security.events.AuthFailure` each one becomes.
+_DATA_FAILURES: dict[str, tuple[str, str]] = {
+    "auth_failed": ("data", "source authentication failed"),
+    # The frame does not open under the group key of its epoch: altered on the way, or built
+    # by someone without the key (an outsider).  Source auth does not always catch that first
+    # (``groupmac`` keys are per member, and an AUTH frame has no trailer).
+    "aead_failed": ("aead", "frame did not open under the group key (tampered, or not from a member)"),
+}
 
 
 class PluginLookup(Protocol):
@@ -77,6 +95,9 @@ class State:
 class _KnownSender:
     owner: bytes
     stream: int
+    verifier: Verifier | None = None
+    #: the controller's bound on this sender's clock (controller time), from SENDER_INFO
+    leg: ClockBound | None = None
 
 
 class Member:
@@ -124,6 +145,8 @@ class Member:
         self._controller: bytes | None = None
         self.unprotector: Unprotector | None = None
         self.protectors: dict[bytes, StreamProtector] = {}
+        #: frames a deferred signer finished in handle_timer, per sender id, not yet taken
+        self._outbox: dict[bytes, list[bytes]] = {}
         self.known_senders: dict[bytes, _KnownSender] = {}
         self._held: dict[int, RekeyEnvelope] = {}
         self._out: list[bytes] = []
@@ -133,6 +156,17 @@ class Member:
         self._last_recovery = float("-inf")
         self._behind = False  # a gap is known and not yet resolved
         self.reason: str | None = None
+        #: loose time synchronisation (rmsec.security.clocks): our bound on the controller's
+        #: clock, the TIME_REQUEST in flight (id, sent at), and SENDER_INFO held until the
+        #: bound arrives (a verifier that needs a clock refuses everything without one)
+        self.clock: ClockBound | None = None
+        self._time_request: tuple[int, float] | None = None
+        self._time_requests = 0
+        self._awaiting_clock: dict[bytes, msg.SenderInfo] = {}
+        #: Unprotector failure counts already turned into AuthFailure events.
+        self._failures_reported = collections.Counter[str]()
+        #: Epochs of rekeys already counted as awaiting a translation (counted once each).
+        self._awaiting: set[int] = set()
 
     # ------------------------------------------------------------------ properties
 
@@ -219,6 +253,8 @@ class Member:
             self.keys.install(self._km.epoch, self._km.group_secret, now)
         self.unprotector = Unprotector(self.keys, limits=self._limits)
         self._events.append(ev.Welcomed(m.epoch, keyed))
+        if self._auth.needs_clock:
+            self.synchronise_clock(now)
         for info in m.senders:
             self._on_sender_info(info, now)
 
@@ -242,6 +278,36 @@ class Member:
         self.reason = m.reason
         self._events.append(ev.Expelled(m.reason))
 
+    # ------------------------------------------------------------------ clock
+
+    def synchronise_clock(self, now: float) -> None:
+        """Ask the controller for its clock (TIME_REQUEST); a request still in flight is
+        superseded.  Sent on welcome when the source-auth method needs a clock."""
+        if self.state != State.MEMBER:
+            raise LocalError(f"cannot synchronise in state {self.state}")
+        self._time_requests = (self._time_requests + 1) & 0xFFFFFFFF
+        self._time_request = (self._time_requests, now)
+        self.counters["time_requests"] += 1
+        self._send(msg.TimeRequest(self._time_requests))
+
+    def _on_time(self, m: msg.Time, now: float) -> None:
+        pending = self._time_request
+        if pending is None or m.request != pending[0] or now < pending[1]:
+            self.counters["time_unexpected"] += 1
+            return
+        self._time_request = None
+        self.clock = clocks.from_exchange(sent_at=pending[1], peer_time=m.time, received_at=now)
+        self.counters["time_synchronised"] += 1
+        for known in self.known_senders.values():
+            self._set_clock(known)
+        held, self._awaiting_clock = self._awaiting_clock, {}
+        for info in held.values():
+            self._on_sender_info(info, now)
+
+    def _set_clock(self, known: _KnownSender) -> None:
+        if self.clock is not None and known.leg is not None and known.verifier is not None:
+            known.verifier.set_clock(clocks.compose(self.clock, known.leg))
+
     # ------------------------------------------------------------------ senders
 
     def _on_sender_info(self, m: msg.SenderInfo, now: float) -> None:
@@ -249,21 +315,32 @@ class Member:
             return
         if m.sender_id in self.protectors:
             return  # our own stream
+        leg = None if m.clock is None else ClockBound(*m.clock)
+        if self._auth.needs_clock and leg is not None and self.clock is None:
+            # Its packets wait among the unknown senders' (bounded) until our clock is in.
+            if m.sender_id in self._awaiting_clock or len(self._awaiting_clock) < 4096:
+                self._awaiting_clock[m.sender_id] = m
+            else:
+                self.counters["sender_info_dropped"] += 1
+            return
         try:
             verifier = self._auth.verifier(m.params, m.material, now=now)
         except (MalformedPacket, AuthenticationFailed):
             self.counters["sender_info_bad"] += 1
             return
+        known = _KnownSender(m.owner, m.stream, verifier, leg)
+        self._set_clock(known)
         try:
             opened = self.unprotector.add_sender(m.sender_id, verifier, now)
         except LocalError:
             self.counters["sender_info_dropped"] += 1
             return
-        self.known_senders[m.sender_id] = _KnownSender(m.owner, m.stream)
+        self.known_senders[m.sender_id] = known
         self._events.append(ev.SenderKnown(m.sender_id, m.owner, m.stream))
         self._deliver(opened)
 
     def _on_sender_gone(self, m: msg.SenderGone, now: float) -> None:
+        self._awaiting_clock.pop(m.sender_id, None)
         if self.unprotector is not None:
             self.unprotector.remove_sender(m.sender_id)
         if self.known_senders.pop(m.sender_id, None) is not None:
@@ -285,10 +362,10 @@ class Member:
             items.append((member_id, material))
             size += len(material) + len(member_id)
             if size >= 1024 * 1024 or len(items) >= msg.MAX_BATCH:
-                self._send(msg.Material(m.sender_id, tuple(items)))
+                self._send(msg.Material(m.sender_id, tuple(items), m.time, now))
                 items, size = [], 0
-        if items:
-            self._send(msg.Material(m.sender_id, tuple(items)))
+        if items or not m.members:  # an empty request asks for our clock alone
+            self._send(msg.Material(m.sender_id, tuple(items), m.time, now))
 
     def add_sender(self, stream: int, now: float, *, sender_id: bytes | None = None) -> bytes:
         """Start protecting a stream of ours: returns its sender id (8 random bytes unless
@@ -306,27 +383,52 @@ class Member:
         return sender_id
 
     def remove_sender(self, sender_id: bytes) -> None:
+        self._outbox.pop(sender_id, None)
         if self.protectors.pop(sender_id, None) is not None and self.state == State.MEMBER:
             self._send(msg.RemoveSender(sender_id))
 
     def protect(self, sender_id: bytes, data: bytes, now: float, *, encrypt: bool = True) -> list[bytes]:
-        """Frames to send on ``sender_id``'s stream: the message, then any source-auth
-        packets now due."""
+        """Frames to send on ``sender_id``'s stream, in order: every finished message frame
+        (this one; with a deferred signer such as ``batchsig``, none until its batch closes,
+        then the whole batch), then any source-auth packets now due.  The message's sequence
+        number is ``protectors[sender_id].next_seq`` before the call."""
         if self.state != State.MEMBER:
             raise LocalError(f"cannot send in state {self.state}")
         protector = self.protectors.get(sender_id)
         if protector is None:
             raise LocalError("unknown sender id: add_sender() first")
-        frames = [protector.protect(data, now, encrypt=encrypt)]
-        frames.extend(protector.pending(now))
-        return frames
+        protector.submit(data, now, encrypt=encrypt)
+        return self._take(sender_id, protector, now)
 
     def pending_auth(self, sender_id: bytes, now: float) -> list[bytes]:
-        """Source-auth packets due by ``now`` without a new message (poll on a timer)."""
+        """Frames due by ``now`` without a new message (poll on a timer): batches a deferred
+        signer closed by deadline, source-auth packets."""
         protector = self.protectors.get(sender_id)
         if protector is None or self.state != State.MEMBER:
             return []
-        return protector.pending(now)
+        return self._take(sender_id, protector, now)
+
+    def flush_sender(self, sender_id: bytes, now: float) -> list[bytes]:
+        """Every frame still held for ``sender_id`` (a deferred signer's open batch signed now),
+        then source-auth packets due: call before ending the stream."""
+        protector = self.protectors.get(sender_id)
+        if protector is None or self.state != State.MEMBER:
+            return []
+        return self._take(sender_id, protector, now, flush=True)
+
+    def _take(self, sender_id: bytes, protector: StreamProtector, now: float, *,
+              flush: bool = False) -> list[bytes]:
+        frames = self._outbox.pop(sender_id, [])
+        frames.extend(protector.flush(now) if flush else protector.ready(now))
+        frames.extend(protector.pending(now))
+        return frames
+
+    def frames_to_send(self) -> list[tuple[bytes, bytes]]:
+        """``(sender_id, frame)`` for the frames :meth:`handle_timer` finished (a deferred
+        signer's batch closed at its deadline), in each stream's order."""
+        out = [(sid, frame) for sid, frames in self._outbox.items() for frame in frames]
+        self._outbox.clear()
+        return out
 
     # ------------------------------------------------------------------ data
 
@@ -341,18 +443,29 @@ class Member:
         if self._km is None:  # a key-less repair head: it forwards ciphertext, never opens it
             self.counters["data_dropped_keyless"] += 1
             return
-        before = self.unprotector.counters["auth_failed"]
         self._deliver(self.unprotector.receive(frame, now))
-        if self.unprotector.counters["auth_failed"] != before:
-            self._events.append(ev.AuthFailure("data", "source authentication failed"))
         self._check_future(now)
 
     def _deliver(self, opened: list[Opened]) -> None:
+        self._report_data_failures()  # whatever the unprotector just did (receive, release)
         for item in opened:
             known = self.known_senders.get(item.sender_id)
             owner, stream = (known.owner, known.stream) if known else (b"", -1)
             self._events.append(ev.Delivered(
                 item.sender_id, owner, stream, item.seq, item.epoch, item.data, item.encrypted))
+
+    def _report_data_failures(self) -> None:
+        """One :class:`~ev.AuthFailure` per failure the unprotector counted since the last
+        call, wherever it happened (a frame received, frames released by a new epoch or a new
+        sender), so the ``rmsec_auth_failure`` hook hears of every one."""
+        if self.unprotector is None:
+            return
+        counters = self.unprotector.counters
+        for counter, (what, detail) in _DATA_FAILURES.items():
+            new = counters[counter] - self._failures_reported[counter]
+            self._failures_reported[counter] = counters[counter]
+            for _ in range(new):
+                self._events.append(ev.AuthFailure(what, detail))
 
     def _check_future(self, now: float) -> None:
         assert self.unprotector is not None
@@ -392,8 +505,9 @@ class Member:
         self._apply_rekey(envelope, now)
         self._apply_held(now)
 
-    def _hold(self, envelope: RekeyEnvelope) -> None:
-        self.counters["rekeys_held"] += 1
+    def _hold(self, envelope: RekeyEnvelope, *, count: bool = True) -> None:
+        if count:  # not when a re-checked rekey goes back on hold
+            self.counters["rekeys_held"] += 1
         self._held[envelope.epoch] = envelope
         while len(self._held) > MAX_HELD_REKEYS:
             del self._held[min(self._held)]
@@ -407,7 +521,7 @@ class Member:
                 return
             envelope = min(ready, key=lambda e: e.epoch)
             del self._held[envelope.epoch]
-            if not self._apply_rekey(envelope, now):
+            if not self._apply_rekey(envelope, now, held=True):
                 return
 
     def _on_translation(self, frame: bytes, now: float) -> None:
@@ -427,7 +541,9 @@ class Member:
         self.counters["translations_accepted"] += 1
         self._apply_held(now)
 
-    def _apply_rekey(self, envelope: RekeyEnvelope, now: float, *, recovered: bool = False) -> bool:
+    def _apply_rekey(
+        self, envelope: RekeyEnvelope, now: float, *, recovered: bool = False, held: bool = False
+    ) -> bool:
         assert self._km is not None and self.keys is not None and self.unprotector is not None
         previous = self._km.epoch
         try:
@@ -435,12 +551,18 @@ class Member:
         except regional.AwaitingTranslation as exc:
             # Genuine, but its region's wrap comes from the manager head: hold it until the
             # translation arrives, and recover from the controller if it does not in time.
-            self.counters["rekeys_awaiting_translation"] += 1
+            # Every translation that arrives re-checks the held rekey: count it only once.
+            first = envelope.epoch not in self._awaiting
+            if first:
+                self._awaiting.add(envelope.epoch)
+                while len(self._awaiting) > MAX_HELD_REKEYS:
+                    self._awaiting.discard(min(self._awaiting))
+                self.counters["rekeys_awaiting_translation"] += 1
             if isinstance(exc, regional.TranslationRejected):
                 self.counters["translations_rejected"] += 1
                 self._events.append(ev.AuthFailure("translation", "translation did not open"))
             if not recovered:
-                self._hold(envelope)
+                self._hold(envelope, count=not held)  # a re-check was counted already
                 self._behind = True
                 if self._recovery_due is None:
                     self._recovery_due = now + self.recovery_delay
@@ -462,6 +584,7 @@ class Member:
         current = self.keys.epoch
         if current is None or epoch > current:
             self.keys.install(epoch, self._km.group_secret, now)
+        self._awaiting = {e for e in self._awaiting if e > epoch}
         self.counters["recoveries_applied" if recovered else "rekeys_applied"] += 1
         self._events.append(ev.EpochChanged(epoch, previous, recovered))
         self._deliver(self.unprotector.release(now))
@@ -533,6 +656,9 @@ class Member:
             deadlines.append(self.keys.get_timer())
         if self.unprotector is not None:
             deadlines.append(self.unprotector.get_timer())
+            deadlines.append(self.unprotector.poll_timer())
+        if self.state == State.MEMBER:  # deferred signers' batch deadlines
+            deadlines.extend(p.get_timer() for p in self.protectors.values())
         return min((d for d in deadlines if d is not None), default=None)
 
     def handle_timer(self, now: float) -> None:
@@ -540,6 +666,13 @@ class Member:
             self.keys.handle_timer(now)
         if self.unprotector is not None:
             self.unprotector.handle_timer(now)
+            if self.state == State.MEMBER and self._km is not None:
+                self._deliver(self.unprotector.poll(now))  # source auth released by time
+        if self.state == State.MEMBER:
+            for sender_id, protector in self.protectors.items():
+                due = protector.get_timer()
+                if due is not None and due <= now:
+                    self._outbox.setdefault(sender_id, []).extend(protector.ready(now))
         if self._recovery_due is not None and now >= self._recovery_due:
             self._recovery_due = None
             if self.state != State.MEMBER:
@@ -576,4 +709,5 @@ class Member:
         msg.SenderResult: _on_sender_result,
         msg.MaterialRequest: _on_material_request,
         msg.Recovery: _on_recovery,
+        msg.Time: _on_time,
     }

@@ -10,20 +10,28 @@ type   name                 fields after the type                               
 =====  ===================  =========================================================  =========
 16     REGISTER             member_id, roles, token/null, node_id (8), addr/null        member
 17     ADD_SENDER           sender_id (8), stream u32, params, addr/null                member
-18     MATERIAL             sender_id, [[member_id, material]...]                       member
+18     MATERIAL             sender_id, [[member_id, material]...], request_time,        member
+                           sender_time
 19     RECOVER              have_epoch                                                  member
 20     LEAVE                --                                                          member
 21     REMOVE_SENDER        sender_id                                                   member
 22     PLACE                region name (sent before REGISTER: the region to join)      member
+23     TIME_REQUEST         request id u32                                              member
 32     WELCOME              see :class:`Welcome`                                        ctl
 33     DENIED               reason                                                      ctl
-34     SENDER_INFO          sender_id, owner member id, stream, params, material        ctl
+34     SENDER_INFO          sender_id, owner member id, stream, params, material,       ctl
+                           clock [offset, error, at]/null
 35     SENDER_GONE          sender_id                                                   ctl
-36     MATERIAL_REQUEST     sender_id, [member_id...]                                   ctl
+36     MATERIAL_REQUEST     sender_id, [member_id...], time                             ctl
 37     RECOVERY             signed rekey envelope (kind RECOVERY)                       ctl
 38     EXPELLED             reason                                                      ctl
 39     SENDER_RESULT        sender_id, ok, reason                                       ctl
+40     TIME                 request id u32, time                                        ctl
 =====  ===================  =========================================================  =========
+
+Times (``time``, ``request_time``, ``sender_time``, ``at``) are readings of the sender's own
+monotonic clock, finite numbers in ``[-1e12, 1e12]``; they serve loose time synchronisation
+(:mod:`rmsec.security.clocks`).
 """
 
 from __future__ import annotations
@@ -65,6 +73,10 @@ _addr = record(text(max_len=255), uint(16))
 _epoch = int_range(0, (1 << 32) - 1)
 _reason = text(max_len=MAX_REASON)
 _name = text(max_len=64)
+#: a clock reading (any party's monotonic clock), and a clock offset
+_time = finite_float(low=-1e12, high=1e12)
+#: a bound on a sender's clock: [offset, error, at] (see rmsec.security.clocks)
+_clock = record(_time, finite_float(low=0.0, high=1e12), _time)
 
 
 class Roles:
@@ -130,12 +142,18 @@ class AddSender(ControlMessage):
 @dataclasses.dataclass(frozen=True, slots=True)
 class Material(ControlMessage):
     TYPE = 18
-    FIELDS = (_sender, array(record(_member, byte_string(max_len=MAX_MATERIAL)), max_len=MAX_BATCH))
+    FIELDS = (_sender, array(record(_member, byte_string(max_len=MAX_MATERIAL)), max_len=MAX_BATCH),
+              _time, _time)
     sender_id: bytes
     items: tuple[tuple[bytes, bytes], ...]
+    #: the ``time`` of the MATERIAL_REQUEST answered, echoed
+    request_time: float = 0.0
+    #: the sender's clock when it answered (the controller bounds it by the round trip)
+    sender_time: float = 0.0
 
     def values(self) -> list[Any]:
-        return [self.sender_id, [[m, v] for m, v in self.items]]
+        return [self.sender_id, [[m, v] for m, v in self.items], self.request_time,
+                self.sender_time]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -168,18 +186,29 @@ class Place(ControlMessage):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class TimeRequest(ControlMessage):
+    """Ask for the controller's clock (loose time synchronisation, answered by TIME)."""
+
+    TYPE = 23
+    FIELDS = (_u32,)
+    request: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class SenderInfo(ControlMessage):
     """Everything a member needs to verify one sender: who registered it, its stream, its
     public source-auth parameters and this member's secret material for it."""
 
     TYPE = 34
     FIELDS = (_sender, _member, _u32, byte_string(max_len=MAX_PARAMS),
-              byte_string(max_len=MAX_MATERIAL))
+              byte_string(max_len=MAX_MATERIAL), nullable(_clock))
     sender_id: bytes
     owner: bytes
     stream: int
     params: bytes
     material: bytes
+    #: the controller's bound on the sender's clock, controller time: (offset, error, at)
+    clock: tuple[float, float, float] | None = None
 
 
 _sender_info = record(*SenderInfo.FIELDS)
@@ -247,12 +276,14 @@ class SenderGone(ControlMessage):
 @dataclasses.dataclass(frozen=True, slots=True)
 class MaterialRequest(ControlMessage):
     TYPE = 36
-    FIELDS = (_sender, array(_member, max_len=MAX_BATCH))
+    FIELDS = (_sender, array(_member, max_len=MAX_BATCH), _time)
     sender_id: bytes
     members: tuple[bytes, ...]
+    #: the controller's clock when it asked (echoed in MATERIAL)
+    time: float = 0.0
 
     def values(self) -> list[Any]:
-        return [self.sender_id, list(self.members)]
+        return [self.sender_id, list(self.members), self.time]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -278,10 +309,21 @@ class SenderResult(ControlMessage):
     reason: str
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Time(ControlMessage):
+    """The controller's clock, answering TIME_REQUEST ``request`` at once."""
+
+    TYPE = 40
+    FIELDS = (_u32, _time)
+    request: int
+    time: float
+
+
 MESSAGES: dict[int, type[ControlMessage]] = {
     cls.TYPE: cls
     for cls in (Register, AddSender, Material, Recover, Leave, RemoveSender, Welcome, Denied,
-                SenderInfo, SenderGone, MaterialRequest, Recovery, Expelled, SenderResult, Place)
+                SenderInfo, SenderGone, MaterialRequest, Recovery, Expelled, SenderResult, Place,
+                TimeRequest, Time)
 }
 
 

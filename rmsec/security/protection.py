@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 import struct
 
 from rmsec.errors import AuthenticationFailed, LocalError, MalformedPacket
-from rmsec.interfaces import Signer, Verified, Verifier
+from rmsec.interfaces import DeferredSigner, Signer, Verified, Verifier
 from rmsec.security.aead import TAG_LEN
 from rmsec.security.epochs import EpochKeys, EpochStatus
 from rmsec.security.replay import DEFAULT_WINDOW, ReplayWindow
@@ -105,6 +106,14 @@ class StreamProtector:
 
     ``keys`` is shared with the member that owns this sender, so a rekey the member applies is
     used from the next message on.
+
+    Two ways to send.  :meth:`protect` returns the finished frame at once (with a
+    :class:`~rmsec.interfaces.DeferredSigner` such as ``batchsig`` that costs a signature per
+    frame).  :meth:`submit` seals the message and hands it to the signer; finished frames come
+    out of :meth:`ready` (call it after each submit and once ``now`` reaches
+    :meth:`get_timer`) and :meth:`flush` (end of stream), in sequence order, so a deferred
+    signer signs once per batch and no frame waits past the signer's deadline.  For other
+    signers :meth:`submit` finishes the frame at once and :meth:`ready` returns it.
     """
 
     def __init__(self, keys: EpochKeys, signer: Signer, sender_id: bytes, *, start_seq: int = 0) -> None:
@@ -115,6 +124,8 @@ class StreamProtector:
         self.sender_id = sender_id
         self.next_seq = start_seq
         self.counters = collections.Counter[str]()
+        self._deferred = signer if isinstance(signer, DeferredSigner) else None
+        self._finished: list[bytes] = []  # frames from submit() not yet taken by ready()
 
     def _take_seq(self) -> tuple[int, int]:
         current = self.keys.current
@@ -125,7 +136,43 @@ class StreamProtector:
         return current.epoch, seq
 
     def protect(self, data: bytes, now: float, *, encrypt: bool = True) -> bytes:
-        """One DATA frame carrying ``data``."""
+        """One DATA frame carrying ``data``, its trailer made at once."""
+        packet = self._seal(data, now, encrypt)
+        return packet + self.signer.protect(packet, now)
+
+    def submit(self, data: bytes, now: float, *, encrypt: bool = True) -> int:
+        """Seal ``data`` as the next DATA frame; returns its sequence number.  The frame comes
+        out of :meth:`ready` (at once unless the signer is deferred)."""
+        packet = self._seal(data, now, encrypt)
+        if self._deferred is None:
+            self._finished.append(packet + self.signer.protect(packet, now))
+        else:
+            self._deferred.submit(packet, now)
+        return self.next_seq - 1
+
+    def ready(self, now: float) -> list[bytes]:
+        """Submitted frames finished by ``now``, in sequence order."""
+        if self._deferred is not None:
+            self._finished.extend(p + t for p, t in self._deferred.ready(now))
+        out, self._finished = self._finished, []
+        return out
+
+    def flush(self, now: float) -> list[bytes]:
+        """Finish every submitted frame now (end of stream, sender removed)."""
+        if self._deferred is not None:
+            self._finished.extend(p + t for p, t in self._deferred.flush(now))
+        out, self._finished = self._finished, []
+        return out
+
+    def get_timer(self) -> float | None:
+        """When :meth:`ready` must next be called for a frame to leave in time (``-inf``:
+        finished frames wait now); ``None`` when nothing submitted is held."""
+        if self._finished:
+            return -math.inf
+        return None if self._deferred is None else self._deferred.get_timer()
+
+    def _seal(self, data: bytes, now: float, encrypt: bool) -> bytes:
+        """``header || body`` of the next DATA frame (sequence number taken)."""
         if len(data) > MAX_FRAME - HEADER_LEN - 64 * 1024:
             raise LocalError("message too large to protect")
         epoch, seq = self._take_seq()
@@ -140,9 +187,8 @@ class StreamProtector:
             header = Header(Kind.DATA, 0, code, epoch, self.sender_id, seq,
                             len(data) + TAG_LEN).encode()
             body = data + key.tag(seq, header + data)
-        packet = header + body
         self.counters["protected"] += 1
-        return packet + self.signer.protect(packet, now)
+        return header + body
 
     def pending(self, now: float) -> list[bytes]:
         """AUTH frames for the extra packets the signer has due by ``now``."""
@@ -432,3 +478,27 @@ class Unprotector:
             dropped = self._unknown.popleft()
             self._unknown_bytes -= len(dropped.packet)
             self.counters["unknown_expired"] += 1
+
+    # -- verifiers' own timers (TESLA: packets released by time, buffers expired) -------------
+
+    def poll_timer(self) -> float | None:
+        """The earliest :meth:`Verifier.get_timer` of the senders' verifiers."""
+        deadlines = [t for s in self.senders.values() if (t := s.verifier.get_timer()) is not None]
+        return min(deadlines, default=None)
+
+    def poll(self, now: float) -> list[Opened]:
+        """Poll every verifier that is due; open what they release."""
+        out: list[Opened] = []
+        for sender in list(self.senders.values()):
+            due = sender.verifier.get_timer()
+            if due is None or due > now:
+                continue
+            released = sender.verifier.poll(now)
+            if released:
+                try:
+                    origin = Header.decode_untrusted(released[0].packet)
+                except MalformedPacket:
+                    self.counters["malformed"] += 1
+                    continue
+                out.extend(self._open_released(released, origin, sender, now))
+        return out

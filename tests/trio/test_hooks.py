@@ -42,7 +42,7 @@ from rmsec.io.memory import MemoryNetwork, MemorySocket
 from rmsec.registry import AccessPolicyRegistry, KeyManagementRegistry, SourceAuthRegistry
 from rmsec.secure_api import ControllerChannel, SecureSenderChannel, open_controller
 from rmsec.security import events as sev
-from rmsec.security.protection import HEADER_LEN
+from rmsec.security.protection import HEADER_LEN, Header, Kind
 from rmsec.transport.config import TransportConfig
 from rmsec.wire import packets
 
@@ -403,11 +403,32 @@ async def test_rmsec_member_left(
                 assert recorder.of("rmsec_member_left") == [
                     {"group": GROUP, "member_id": b"r2", "reason": left[0].reason}
                 ]
-                assert left[0].reason
+                assert left[0].reason == "left"  # it said LEAVE: a graceful leave
                 # The leave moved r1 to a new epoch without r2.
                 last = recorder.of("rmsec_rekey_done")[-1]
                 assert last["members"] == 1 and last["epoch"] == ctl.epoch
             assert recorder.of("rmsec_member_expelled") == []
+
+
+async def test_rmsec_member_left_when_the_connection_drops(
+    recorder: Recorder, creds: ControllerCredentials, tmp_path: pathlib.Path,
+    clock: trio.testing.MockClock,
+) -> None:
+    network = rmsec.io.memory(seed=28)
+    with trio.fail_after(60):
+        async with open_controller(config(tmp_path, creds), tls=creds, network=network) as ctl:
+            ann = ctl.announcement
+            async with api.open_receiver(ann, network=network, credentials=member(creds, "r1")):
+                async with api.open_receiver(
+                    ann, network=network, credentials=member(creds, "r2")
+                ) as rx2:
+                    link = rx2.security.link
+                    assert link is not None
+                    await link.stream.aclose()  # TLS goes away without a LEAVE
+                    await ctl.wait_until(lambda: b"r2" not in ctl.members())
+                assert recorder.of("rmsec_member_left") == [
+                    {"group": GROUP, "member_id": b"r2", "reason": "connection lost"}
+                ]
 
 
 async def test_rmsec_member_expelled(
@@ -466,6 +487,33 @@ async def test_rmsec_auth_failure_is_reported_and_aggregated(
             assert sum(r["count"] for r in reports) == burst + 1 == network.tampered
             assert 2 <= len(reports) <= 3
             assert {r["where"] for r in reports} == {"receiver r1"}
+
+
+async def test_rmsec_auth_failure_for_a_frame_that_does_not_open_under_the_group_key(
+    recorder: Recorder, creds: ControllerCredentials, tmp_path: pathlib.Path,
+    clock: trio.testing.MockClock,
+) -> None:
+    network = rmsec.io.memory(seed=29)
+    with trio.fail_after(60):
+        async with open_controller(config(tmp_path, creds), tls=creds, network=network) as ctl:
+            ann = ctl.announcement
+            async with api.open_receiver(ann, network=network, credentials=member(creds, "r1")) as rx, \
+                    api.open_sender(ann, network=network, credentials=member(creds, "s")) as tx:
+                sender = cast(SecureSenderChannel, tx)
+                await sender.wait_epoch(ctl.epoch)
+                await send_and_read(sender, [rx], [b"clean"])
+                machine = rx.security.member
+                assert machine.keys is not None and machine.epoch is not None
+                # An outsider's AUTH frame in alice's name: no trailer, only the AEAD guards it.
+                header = Header(Kind.AUTH, 0, machine.keys.algorithm.code, machine.epoch,
+                                sender.sender_id, 1000, 40)
+                frame = header.encode() + bytes(40)
+                rx.security.command(lambda now: machine.receive_frame(frame, now))
+                await auth_failures_seen(rx, 1)
+                (report,) = recorder.of("rmsec_auth_failure")
+                assert report["what"] == "aead" and report["count"] == 1
+                assert report["where"] == "receiver r1" and "group key" in report["detail"]
+                assert rx.stats()["sec_data_aead_failed"] == 1
 
 
 async def test_rmsec_auth_failure_for_a_forged_announcement(

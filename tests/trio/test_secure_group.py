@@ -20,6 +20,7 @@ import rmsec.api as api
 import rmsec.io
 from rmsec.config import GroupConfig
 from rmsec.credentials import ControllerCredentials, MemberCredentials
+from rmsec.errors import ConfigError
 from rmsec.io.base import Network
 from rmsec.io.control import RegistrationRefused
 from rmsec.secure_api import (
@@ -29,6 +30,7 @@ from rmsec.secure_api import (
     open_controller,
 )
 from rmsec.testing.group import background
+from rmsec.wire import packets
 
 pytestmark = pytest.mark.udp  # TLS registration over TCP on 127.0.0.1
 
@@ -212,6 +214,41 @@ async def test_authenticated_plaintext_and_counters_through_the_api(
                 assert ctl.stats()["rekeys"] >= 1
 
 
+class BindRecorder(rmsec.io.MemoryNetwork):
+    """The memory network, remembering the join policy of every BIND a node sends."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed=seed)
+        self.policies: dict[tuple[str, int], set[int]] = {}
+
+    def _transmit(self, src: Any, data: bytes, dst: tuple[str, int]) -> None:
+        packet = packets.decode_untrusted(data)
+        if isinstance(packet, packets.Bind):
+            self.policies.setdefault(src.addr, set()).add(packet.policy)
+        super()._transmit(src, data, dst)
+
+
+async def test_a_secure_receiver_joins_with_the_join_policy_it_asks_for(
+    creds: ControllerCredentials, tmp_path: pathlib.Path
+) -> None:
+    network = BindRecorder(seed=8)
+    with trio.fail_after(20):
+        async with open_controller(group_config(tmp_path, creds), tls=creds, network=network) as ctl:
+            ann = ctl.announcement  # its transport config says from_now
+            async with api.open_receiver(ann, network=network, join_policy="from_start",
+                                         credentials=member_creds(creds, "late")) as rx, \
+                    api.open_receiver(ann, network=network,
+                                      credentials=member_creds(creds, "plain")) as plain:
+                machine = cast(SecureReceiverChannel, rx)._machine
+                assert machine.config.join_policy == "from_start"
+                assert network.policies[rx.address] == {packets.JoinPolicy.FROM_START}
+                assert network.policies[plain.address] == {packets.JoinPolicy.FROM_NOW}
+            with pytest.raises(ConfigError):
+                async with api.open_receiver(ann, network=network, join_policy="never",  # type: ignore[arg-type]
+                                             credentials=member_creds(creds, "odd")):
+                    pass
+
+
 async def test_encrypt_in_a_group_without_security_is_refused() -> None:
     from rmsec.errors import ConfigError
 
@@ -248,3 +285,97 @@ async def test_a_member_asks_for_key_recovery_explicitly(
                     assert alice.stats()["sec_recoveries_stale"] >= 1
                 network.rejoin(alice.address)
             assert ctl.stats()["recoveries"] >= 3  # two catch-ups on joining, then alice's
+
+
+async def test_batchsig_signs_per_batch_delivers_by_its_deadline_and_flushes_on_close(
+    creds: ControllerCredentials, tmp_path: pathlib.Path, mock_clock: trio.testing.MockClock
+) -> None:
+    """``source_auth="batchsig"`` through the API: a burst costs one signature per batch, a
+    lone message is not held for a batch past the deadline, and closing the stream sends the
+    open batch (signed at once) before the end of the stream."""
+    from rmsec_plugins.auth_batchsig import BatchSigner
+
+    # The deadline is no multiple of the sender's 50 ms auth poll: the lone message must
+    # leave at the member's timer, not at a poll that happens to coincide.
+    batch, deadline, burst = 16, 0.53, 96
+    network = rmsec.io.memory(seed=8)
+    config = group_config(tmp_path, creds).replace(
+        source_auth="batchsig", source_auth_options={"batch": batch, "deadline": deadline})
+    received: list[tuple[bytes, float]] = []
+    with trio.fail_after(60):  # virtual seconds
+        async with open_controller(config, tls=creds, network=network) as ctl:
+            ann = ctl.announcement
+            async with api.open_receiver(ann, network=network,
+                                         credentials=member_creds(creds, "reader")) as rx:
+                got = trio.Event()
+
+                async def read() -> None:
+                    nonlocal got
+                    async for message in rx:
+                        received.append((message.data, trio.current_time()))
+                        got.set()
+                        got = trio.Event()
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(read)
+                    async with api.open_sender(ann, network=network,
+                                               credentials=member_creds(creds, "writer")) as sender:
+                        tx = cast(SecureSenderChannel, sender)
+                        await tx.wait_epoch(ctl.epoch)
+                        signer = tx.member.protectors[tx.sender_id].signer
+                        assert isinstance(signer, BatchSigner)
+                        for i in range(burst):
+                            await tx.send(b"burst %d" % i)
+                        while len(received) < burst:
+                            await got.wait()
+                        assert signer.batches_signed == burst // batch  # full batches only
+                        start = trio.current_time()
+                        await tx.send(b"lone")
+                        while len(received) < burst + 1:
+                            await got.wait()
+                        assert received[-1][0] == b"lone"
+                        # at the deadline (the member's timer), not at the next poll
+                        assert start + deadline <= received[-1][1] < start + deadline + 0.005
+                        for i in range(3):
+                            await tx.send(b"tail %d" % i)
+                        closing = trio.current_time()
+                    # the stream ended after the tail: the reader's iteration has ended too
+                assert [d for d, _ in received] == [
+                    *(b"burst %d" % i for i in range(burst)), b"lone",
+                    *(b"tail %d" % i for i in range(3))]
+                assert all(t < closing + deadline for _, t in received[-3:])  # not the timer
+                assert signer.batches_signed == burst // batch + 2
+                assert rx.stats()["auth_failures"] == 0
+
+
+async def test_tesla_without_synchronized_clocks_through_the_api(
+    creds: ControllerCredentials, tmp_path: pathlib.Path
+) -> None:
+    """``source_auth="tesla"`` with no ``synchronized_clocks``: each receiver's bound on the
+    sender's clock comes from its TIME exchange with the controller and the controller's
+    MATERIAL round trip with the sender (rmsec.security.clocks), over TLS; every message is
+    verified, none refused.  (Real clock: the bound's width is the real round trips.)"""
+    network = rmsec.io.memory(seed=9)
+    config = group_config(tmp_path, creds).replace(
+        source_auth="tesla", source_auth_options={"interval": 0.02, "rtt": 0.1})
+    sent = [b"tesla %d" % i for i in range(30)]
+    with trio.fail_after(30):
+        async with open_controller(config, tls=creds, network=network) as ctl:
+            ann = ctl.announcement
+            async with api.open_receiver(ann, network=network,
+                                         credentials=member_creds(creds, "reader")) as rx:
+                async with api.open_sender(ann, network=network,
+                                           credentials=member_creds(creds, "writer")) as sender:
+                    tx = cast(SecureSenderChannel, sender)
+                    await tx.wait_epoch(ctl.epoch)
+                    for data in sent:
+                        await tx.send(data)
+                        await trio.sleep(0.005)
+                    got = [(await rx.receive()).data for _ in sent]
+                assert got == sent
+                member = cast(SecureReceiverChannel, rx).member
+                assert member.clock is not None and member.clock.error < 0.05
+                stats = rx.stats()
+                assert stats["auth_failures"] == 0
+                assert stats["sec_time_synchronised"] == 1
+            assert ctl.stats()["time_requests"] >= 2  # the reader and the writer

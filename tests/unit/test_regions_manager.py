@@ -465,6 +465,29 @@ def test_the_member_machine_holds_a_rekey_until_its_translation() -> None:
     assert e1.stats()["translations_malformed"] == 1
 
 
+def test_a_rekey_awaiting_its_translation_is_counted_once() -> None:
+    group = managed_group()
+    e1 = group.members[b"e1"]
+    awaited = e1.stats()["rekeys_awaiting_translation"]  # the joins' rekeys so far
+    group.disconnect("w1")  # a rekey e1 must hold until head-east translates
+    assert e1.stats()["rekeys_awaiting_translation"] == awaited + 1
+    held = e1.stats()["rekeys_held"]
+    # Each translation kept re-checks the held rekey: one for a later epoch (kept, but not
+    # the one it waits for), then a forged one for its epoch (rejected).
+    later = wire.encode_translation(group.controller.epoch + 1, EAST, bytes(wire.W))
+    forged = wire.encode_translation(group.controller.epoch, EAST, bytes(wire.W))
+    for payload in (later, forged, later):
+        e1.receive_frame(regional.encode_translation_frame(payload), group.now)
+    group.pump()
+    assert e1.stats()["translations_accepted"] >= 2 and e1.stats()["translations_rejected"] == 1
+    assert e1.stats()["rekeys_awaiting_translation"] == awaited + 1
+    assert e1.stats()["rekeys_held"] == held
+    _translate(group, "head-east", "head-west")
+    assert e1.epoch == group.controller.epoch
+    group.disconnect("e2")  # the next rekey that waits is counted again, once
+    assert e1.stats()["rekeys_awaiting_translation"] == awaited + 2
+
+
 def test_without_its_translation_a_member_recovers_from_the_controller() -> None:
     group = managed_group()
     group.disconnect("e2")

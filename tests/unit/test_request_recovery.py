@@ -59,6 +59,28 @@ def test_requests_are_rate_limited_and_retried_once_the_interval_passed() -> Non
     assert alice.stats()["recoveries_requested"] == 2
 
 
+def test_the_join_catch_up_does_not_hold_back_a_recovery_right_after_it() -> None:
+    group = Group()
+    alice = group.join("alice")
+    controller, conn = group.controller, group.conn_of[b"alice"]
+    # Bound into the tree, alice asks once for what was rekeyed while she joined (the
+    # secure_api catch-up, sent straight on her control link).
+    controller.receive_control(conn, msg.Recover(alice.epoch or 0).encode(), group.now)
+    group.pump()
+    assert alice.stats()["recoveries_stale"] == 1
+    group.deaf.add(b"alice")
+    group.join("bob")  # alice misses this rekey at once
+    assert alice.request_recovery(group.now) is True
+    group.pump()
+    # Served now, not dropped by the controller's rate limit (and retried a second later).
+    assert alice.epoch == controller.epoch == 2
+    assert controller.stats()["recoveries"] == 2
+    assert controller.stats().get("recoveries_limited", 0) == 0
+    # The rate limit still holds against a member that keeps asking.
+    controller.receive_control(conn, msg.Recover(controller.epoch).encode(), group.now)
+    assert controller.stats()["recoveries_limited"] == 1
+
+
 def test_only_a_keyed_member_can_ask() -> None:
     group = Group()
     head = group.join("head", roles=msg.Roles.HEAD)

@@ -18,7 +18,7 @@ from rmsec.security import messages as msg
 from rmsec.security import sigkeys
 from rmsec.security.aead import derive_traffic_key
 from rmsec.security.member import State
-from rmsec.security.protection import HEADER_LEN, Header, StreamProtector
+from rmsec.security.protection import HEADER_LEN, Header, Kind, StreamProtector
 from rmsec.security.rekey import EnvelopeKind, RekeyEnvelope
 from tests.unit.security_helpers import SESSION, Group, key_management_schemes
 
@@ -137,6 +137,25 @@ def test_insider_forgery_rejected_under_ed25519() -> None:
     assert group.of_type("carol", ev.AuthFailure)[0].what == "data"
     group.send("alice", sender, b"alice says: hold")
     assert group.delivered("carol") == [b"alice says: hold"]
+
+
+def test_frames_that_do_not_open_under_the_group_key_are_auth_failures() -> None:
+    group = Group(auth="ed25519")
+    group.join("alice")
+    bob = group.join("bob")
+    sender = group.add_sender("alice")
+    assert bob.keys is not None and bob.epoch is not None
+    # An outsider (no group key) sends an AUTH frame as alice: it has no source-auth trailer,
+    # so only the AEAD under the group key can refuse it.
+    header = Header(Kind.AUTH, 0, bob.keys.algorithm.code, bob.epoch, sender, 1000, 40)
+    bob.receive_frame(header.encode() + bytes(range(40)), group.now)
+    group.pump()
+    assert bob.stats()["data_aead_failed"] == 1
+    (failure,) = group.of_type("bob", ev.AuthFailure)
+    assert failure.what == "aead" and "group key" in failure.detail
+    group.send("alice", sender, b"still fine")
+    assert group.delivered("bob") == [b"still fine"]
+    assert len(group.of_type("bob", ev.AuthFailure)) == 1
 
 
 def test_groupmac_material_is_relayed_from_the_sender_and_works() -> None:

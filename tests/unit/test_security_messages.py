@@ -30,7 +30,26 @@ EXAMPLES: list[msg.ControlMessage] = [
     msg.Recovery(b"envelope"),
     msg.Expelled("certificate revoked"),
     msg.SenderResult(b"sender01", 1, ""),
+    # loose time synchronisation (rmsec.security.clocks)
+    msg.TimeRequest(7),
+    msg.Time(7, 12345.25),
+    msg.Material(b"sender01", (), -3.5, 99.0),
+    msg.MaterialRequest(b"sender01", (), 17.5),
+    msg.SenderInfo(b"sender01", b"alice", 7, b"params", b"", (-1000.0, 0.25, 17.5)),
 ]
+
+
+@pytest.mark.parametrize("fields", [
+    [b"sender01", b"alice", 7, b"p", b"", [1.0, -0.5, 2.0]],  # negative error
+    [b"sender01", b"alice", 7, b"p", b"", [1.0, 0.5]],  # short clock
+    [b"sender01", b"alice", 7, b"p", b"", [float("nan"), 0.5, 2.0]],
+    [b"sender01", b"alice", 7, b"p", b""],  # clock field missing
+])
+def test_sender_info_clock_is_checked(fields: list[object]) -> None:
+    import cbor2
+
+    with pytest.raises(MalformedPacket):
+        msg.decode_untrusted(cbor2.dumps([msg.VERSION, msg.SenderInfo.TYPE, *fields]))
 
 
 @pytest.mark.parametrize("message", EXAMPLES, ids=lambda m: type(m).__name__)
