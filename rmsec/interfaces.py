@@ -14,6 +14,8 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
+from rmsec.errors import LocalError
+
 #: Injected randomness: ``rng(n)`` returns ``n`` cryptographically strong random bytes.
 Rng = Callable[[int], bytes]
 
@@ -78,6 +80,17 @@ class KeyManagement(abc.ABC):
     @abc.abstractmethod
     def refresh(self) -> Update:
         """Periodic rekey: new group secret, same membership."""
+
+    @property
+    def part_refresh_periods(self) -> Mapping[int, float]:
+        """Parts of the group that rekey on periods of their own (``regions``: a region's
+        ``refresh``), as part index -> seconds; the controller calls :meth:`refresh_part`
+        on each part's timer.  Schemes without parts have none."""
+        return {}
+
+    def refresh_part(self, part: int) -> Update:
+        """One part's own periodic rekey (its keys and a new group secret, same membership)."""
+        raise LocalError(f"{type(self).__name__} has no parts to refresh on their own")
 
     @abc.abstractmethod
     def recover(self, member_id: bytes) -> bytes:

@@ -261,6 +261,14 @@ class RegionsScheme(KeyManagement):
         """Region index -> its own refresh period (for the controller's timers)."""
         return {m.index: m.spec.refresh for m in self.managers if m.spec.refresh is not None}
 
+    @property
+    def part_refresh_periods(self) -> dict[int, float]:
+        """The regions' own periods: the controller refreshes each region on its timer."""
+        return self.refresh_periods
+
+    def refresh_part(self, part: int) -> Update:
+        return self.refresh_region(part)
+
     def place(self, member_id: bytes, region: int) -> None:
         """Put ``member_id`` in ``region`` when it next joins (the region of its head)."""
         common.check_member_id(member_id)

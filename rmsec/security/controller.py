@@ -161,6 +161,10 @@ class Controller:
         self._batch_deadline: float | None = None
         self._period_deadline: float | None = now + rekey.interval if rekey.mode == "periodic" else None
         self._refresh_deadline: float | None = None if rekey.refresh is None else now + rekey.refresh
+        #: part (region) -> when it next rekeys on its own period (KeyManagement.refresh_part)
+        self._part_deadlines: dict[int, float] = {
+            part: now + period for part, period in self.scheme.part_refresh_periods.items()
+        }
         self._recheck_deadline = now + config.policy_recheck
         self._published_epoch: int | None = None
         self._handlers: dict[type[msg.ControlMessage], Callable[[_Conn, Any, float], None]] = {
@@ -607,6 +611,8 @@ class Controller:
         expiries = [m.valid_until for m in self.members.values() if m.valid_until is not None]
         if expiries:
             deadlines.append(min(expiries))
+        if self._part_deadlines:
+            deadlines.append(min(self._part_deadlines.values()))
         return min(deadlines, default=None)
 
     def handle_timer(self, now: float) -> None:
@@ -625,6 +631,21 @@ class Controller:
             assert self.config.rekey.refresh is not None
             self._refresh_deadline = now + self.config.rekey.refresh
             self.refresh(now)
+        for part, due in list(self._part_deadlines.items()):
+            if due <= now:
+                self._part_deadlines[part] = now + self.scheme.part_refresh_periods[part]
+                self.refresh_part(part, now)
+
+    def refresh_part(self, part: int, now: float) -> None:
+        """One part of the group (a region) rekeys on its own period: its own keys and a new
+        group secret, membership unchanged; pending changes go first as one epoch."""
+        if self._pending_joins or self._pending_leaves:
+            self._apply_changes(now)
+            return
+        if not self._keyed:
+            return
+        self.counters["part_refreshes"] += 1
+        self._publish(self.scheme.refresh_part(part), now, existing=1)
 
     # ------------------------------------------------------------------ outputs
 

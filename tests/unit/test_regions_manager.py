@@ -513,3 +513,34 @@ def test_a_manager_head_leaving_moves_its_region_back_to_the_controller() -> Non
         assert member.epoch == group.controller.epoch, name
         assert member.group_secret == scheme.group_secret, name
         assert member.stats().get("recoveries_requested", 0) == 0, name
+
+
+class PeriodicRegions(RegionsScheme):
+    """Two in-process regions: ``fast`` rekeys on its own 5 s period, ``slow`` never."""
+
+    def __init__(self, *, rng: Any, options: Any = None) -> None:
+        super().__init__(rng=rng, options={
+            "regions": [{"name": "fast", "refresh": 5}, {"name": "slow"}], "inner": "lkh",
+        })
+
+
+def test_the_controller_refreshes_each_region_on_its_own_period() -> None:
+    group = Group(scheme=PeriodicRegions)
+    for name in ("m1", "m2", "m3", "m4"):
+        assert group.join(name).state == State.MEMBER
+    scheme = group.controller.scheme
+    assert isinstance(scheme, RegionsScheme)
+    inner = [int(m.inner.epoch) for m in scheme.managers]
+    epoch = group.controller.epoch
+    group.advance(4.9)
+    assert group.controller.epoch == epoch
+    group.advance(5.1)
+    assert group.controller.counters["part_refreshes"] == 1
+    assert group.controller.epoch == epoch + 1
+    assert [int(m.inner.epoch) for m in scheme.managers] == [inner[0] + 1, inner[1]]
+    group.advance(10.2)
+    assert group.controller.counters["part_refreshes"] == 2
+    assert [int(m.inner.epoch) for m in scheme.managers] == [inner[0] + 2, inner[1]]
+    for member in group.members.values():
+        assert member.epoch == group.controller.epoch
+        assert member.group_secret == scheme.group_secret
