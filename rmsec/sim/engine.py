@@ -5,7 +5,8 @@ breaks ties in FIFO order so runs are reproducible.  A multicast datagram is a s
 entry, a *fan-out cursor*: delays are ``access[src] + access[dst]``, so every copy of one
 datagram arrives in the order of the members' access delays, which the engine keeps sorted;
 the cursor delivers the copies one by one in that order and goes back into the heap only when
-another event comes first.  Ten thousand copies thus cost no heap growth and few heap
+another event comes first.  (Cursors are kept in a small heap of their own, merged with the
+main one by ``(time, seq)``, which is the same order as one heap.)  Ten thousand copies thus cost no heap growth and few heap
 operations.  The engine calls each machine's
 ``receive_datagram`` / ``handle_timer`` and then *flushes* that node only: it drains events,
 sends what ``datagrams_to_send`` returns and re-arms the node's single timer entry when
@@ -139,6 +140,12 @@ class Simulator:
         self._random = random.Random(seed)
         self._multicast = multicast_addr
         self._heap: list[tuple[float, int, int, int, Any, Any]] = []
+        # Fan-out cursors live in a heap of their own (a handful of entries, whatever the
+        # group size): the per-copy "is anything else due first?" check and the hand-over
+        # between cursors then never touch the big heap of timers.  Both heaps share one
+        # sequence counter, and run() takes the smaller head of the two, so the order of
+        # events is exactly that of a single heap.
+        self._fans: list[tuple[float, int, int, int, Any, Any]] = []
         self._seq = itertools.count()
         self._stop = False
         #: Node whose incoming traffic is broken down by type in ``counters.watched_by_type``.
@@ -159,6 +166,7 @@ class Simulator:
         self._switch = False
         self._on_event: list[EventHook | None] = []
         self._on_flush: list[FlushHook | None] = []
+        self._any_flush_hook = False  # lets the fan-out loop skip the per-copy lookup
 
     # ---------------------------------------------------------------- building
 
@@ -188,6 +196,8 @@ class Simulator:
         self._running.append(False)
         self._on_event.append(on_event)
         self._on_flush.append(on_flush)
+        if on_flush is not None:
+            self._any_flush_hook = True
         self.counters.control_received.append(0)
         return index
 
@@ -274,16 +284,19 @@ class Simulator:
         self._until = until
         self._switch = max_events is None  # see _fan_out
         heap = self._heap
+        fans = self._fans
         pop = heapq.heappop
         machines = self.machines
         timer_at = self._timer_at
         running = self._running
         flush = self.flush
         budget = max_events if max_events is not None else -1
-        while heap and not self._stop:
-            if heap[0][0] > until:
+        while (heap or fans) and not self._stop:
+            # the earlier of the two heads, by (time, seq): the order of one merged heap
+            first = fans if fans and (not heap or fans[0] < heap[0]) else heap
+            if first[0][0] > until:
                 break
-            when, _, kind, node, payload, source = pop(heap)
+            when, _, kind, node, payload, source = pop(first)
             self.now = when
             try:
                 if kind == _DELIVER:
@@ -360,7 +373,7 @@ class Simulator:
                     is_data=is_data, repair=repair, loss=loss,
                 )
                 first = depart + self._access[targets[0]]
-                heapq.heappush(self._heap, (first, next(self._seq), _FANOUT, index, cursor, None))
+                heapq.heappush(self._fans, (first, next(self._seq), _FANOUT, index, cursor, None))
             return
         target = self._index.get(dst)
         if target is None:
@@ -396,6 +409,7 @@ class Simulator:
         innermost loop (one pass per delivered copy), so :meth:`flush` is inlined here.
         """
         heap = self._heap
+        fans = self._fans
         access = self._access
         running = self._running
         machines = self.machines
@@ -411,6 +425,7 @@ class Simulator:
         rnd = self._random.random
         targets = cursor.targets
         watch = self.watch
+        pumps = self._any_flush_hook
         data, source, sender = cursor.data, cursor.source, cursor.sender
         loss, is_data = cursor.loss, cursor.is_data
         depart = cursor.depart
@@ -418,6 +433,7 @@ class Simulator:
         position = cursor.position
         now = self.now
         delivered = 0
+        steps = 0  # events processed here, added to counters.events at the end
         try:
             while True:
                 target = targets[position]
@@ -442,9 +458,10 @@ class Simulator:
                                 if hook is not None:
                                     hook(target, event, now)
                                 event = machine.next_event()
-                        pump = on_flush[target]
-                        if pump is not None:
-                            pump(target, now)
+                        if pumps:
+                            pump = on_flush[target]
+                            if pump is not None:
+                                pump(target, now)
                         out = machine.datagrams_to_send(now)
                         if out:
                             for datagram, dst in out:
@@ -458,9 +475,9 @@ class Simulator:
                 mine = None
                 if position < count:
                     arrive = depart + access[targets[position]]
-                    if not heap or heap[0][0] > arrive:
+                    if (not heap or heap[0][0] > arrive) and (not fans or fans[0][0] > arrive):
                         self.now = now = arrive
-                        counters.events += 1
+                        steps += 1
                         continue
                     cursor.position = position
                     mine = (arrive, next(seqs), _FANOUT, sender, cursor, None)
@@ -470,20 +487,20 @@ class Simulator:
                 if (
                     not self._switch
                     or self._stop
-                    or not heap
-                    or heap[0][2] != _FANOUT
-                    or heap[0][0] > self._until
+                    or not fans
+                    or (heap and heap[0] < fans[0])
+                    or fans[0][0] > self._until
                 ):
                     if mine is not None:
-                        push(heap, mine)
+                        push(fans, mine)
                     return
-                entry = heapreplace(heap, mine) if mine is not None else heappop(heap)
+                entry = heapreplace(fans, mine) if mine is not None else heappop(fans)
                 cursor = entry[4]
                 targets, position, count = cursor.targets, cursor.position, len(cursor.targets)
                 data, source, sender = cursor.data, cursor.source, cursor.sender
                 loss, is_data, depart = cursor.loss, cursor.is_data, cursor.depart
                 self.now = now = entry[0]
-                counters.events += 1
+                steps += 1
         except SimulationError:
             raise
         except Exception as exc:
@@ -492,3 +509,4 @@ class Simulator:
             ) from exc
         finally:
             counters.copies_delivered += delivered
+            counters.events += steps

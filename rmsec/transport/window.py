@@ -15,6 +15,8 @@ from rmsec.wire.packets import MAX_BITMAP
 BITMAP_SPAN = MAX_BITMAP * 8
 #: ASCII bit string -> one byte per bit, 1 where the bit is 0 (for itertools.compress)
 _ZEROS = bytes.maketrans(b"01", b"\x01\x00")
+#: one byte per bit (0 or 1) -> ASCII "0" / "1" (for int(..., 2))
+_ASCII_BITS = bytes.maketrans(b"\x00\x01", b"01")
 
 
 class ReceiveWindow:
@@ -53,17 +55,32 @@ class ReceiveWindow:
             self.end = end
 
     def bitmap(self) -> bytes:
-        """Bits for ``base+1 .. base+BITMAP_SPAN`` that are held (little-endian bit order)."""
-        if not self.held:
+        """Bits for ``base+1 .. base+BITMAP_SPAN`` that are held (little-endian bit order).
+
+        Relies on the window's invariant that every held sequence is below ``next_known``."""
+        held = self.held
+        if not held:
             return b""
-        # One byte per bit in a character buffer, then a single int() parse: much cheaper
-        # than building a big integer one shift at a time (this runs for every ack).
         base = self.base + 1
-        chars = bytearray(b"0") * BITMAP_SPAN
+        span = min(BITMAP_SPAN, self.next_known - base)
+        if span <= 0:
+            return b""
+        if 4 * len(held) > span:
+            # Behind a hole most of the span is held (and ``held`` may be thousands long):
+            # test each sequence of the span, in C, rather than walk every held packet.
+            flags = bytes(map(held.__contains__, range(base, base + span)))
+            top = len(flags.rstrip(b"\x00")) - 1
+            if top < 0:
+                return b""
+            value = int(flags[top::-1].translate(_ASCII_BITS), 2)
+            return value.to_bytes((top + 8) // 8, "little")
+        # Few held packets: one byte per bit in a character buffer, then one int() parse
+        # (much cheaper than building a big integer one shift at a time).
+        chars = bytearray(b"0") * span
         top = -1
-        for seq in self.held:
+        for seq in held:
             offset = seq - base
-            if 0 <= offset < BITMAP_SPAN:
+            if 0 <= offset < span:
                 chars[offset] = 49  # "1"
                 if offset > top:
                     top = offset

@@ -291,6 +291,10 @@ def decode_untrusted(data: bytes) -> Packet:
 #: How many recently decoded datagrams :func:`decode_untrusted` remembers.
 DECODE_CACHE_SIZE = 512
 _recent: dict[int, tuple[bytes, Packet]] = {}
+#: The cache itself, ``id(data) -> (data, packet)``, read-only for callers: a receive path
+#: that runs once per delivered copy (rmsec.transport.node) checks for a hit inline, which
+#: saves a call per datagram; a hit is valid only if ``entry[0] is data``.
+DECODED = _recent
 
 
 def _decode(data: bytes) -> Packet:

@@ -136,6 +136,7 @@ def test_bitmap_helpers_match_a_plain_reference(seed: int) -> None:
         for _ in range(r.randrange(400)):
             seq = w.base + 1 + r.randrange(r.choice([4, 60, 1500, 3000]))
             w.held[seq] = (0, b"")
+            w.next_known = max(w.next_known, seq + 1)  # the window's invariant: held < next_known
         bitmap = w.bitmap()
         assert bitmap == _reference_bitmap(w)
         for upto in (w.base - 1, w.base, w.base + 1, w.base + r.randrange(2000), w.base + 5000):
