@@ -229,6 +229,13 @@ class SourceAuth(abc.ABC):
     #: core then synchronises each receiver with the controller, and the controller with
     #: each sender, and hands verifiers the composed bound through :meth:`Verifier.set_clock`.
     needs_clock: bool = False
+    #: Seconds between refreshes of those bounds (None: never).  A bound widens with clock
+    #: drift (:class:`ClockBound`) until the method refuses it; the core keeps it fresh: the
+    #: controller re-measures each sender's clock every ``clock_refresh / 4`` seconds and each
+    #: receiver re-measures the controller's every ``clock_refresh / 2`` to ``clock_refresh``
+    #: seconds (jittered), recomposing every sender's bound.  The method picks the period so
+    #: that what drift adds over ``1.25 * clock_refresh`` leaves room for the round trips.
+    clock_refresh: float | None = None
 
     def __init__(self, *, rng: Rng, options: Mapping[str, Any] | None = None) -> None:
         self.rng = rng

@@ -10,7 +10,10 @@ In a secured group the core provides it (``needs_clock``): each receiver measure
 controller's clock over its TLS control connection and the controller measures the sender's
 (:mod:`rmsec.security.clocks`), and the verifier gets the composed bound through
 :meth:`TeslaVerifier.set_clock`; its width is the sum of both round trips, so
-``max_sync_error`` (and ``rtt``) must cover them.
+``max_sync_error`` (and ``rtt``) must cover them.  The core re-measures both legs every
+:attr:`TeslaAuth.clock_refresh` seconds (``max_sync_error / (8 * drift)``, 250 s at the
+defaults), so drift never widens a bound by more than ``5/16 max_sync_error``: round trips up
+to about two thirds of ``max_sync_error`` keep a receiver verifying indefinitely.
 
 Parameters (options, the same on both sides):
 
@@ -99,6 +102,12 @@ class TeslaAuth(SourceAuth):
         self.synchronized_clocks = shared
         #: the core synchronises receivers through the controller (rmsec.security.clocks)
         self.needs_clock = not shared
+        #: refresh the core's bound every max_sync_error / (8 drift) seconds (250 s at the
+        #: defaults; 1..3600 s): drift then widens a bound by at most 2 drift * 1.25 period =
+        #: 5/16 max_sync_error before it is re-measured, leaving the rest for round trips
+        self.clock_refresh: float | None = None
+        if self.needs_clock and self.drift > 0:
+            self.clock_refresh = min(3600.0, max(1.0, self.max_sync_error / (8 * self.drift)))
 
     def signer(self, *, sender_id: bytes, now: float) -> TeslaSigner:
         schedule = Schedule(

@@ -19,6 +19,11 @@ A member composes the two (:func:`compose`): a bound on the sender's clock whose
 sum of both round trips, plus what clock drift may have added between the two measurements
 (left to the method, which knows its drift bound: :class:`~rmsec.interfaces.ClockBound`).
 
+Bounds widen with drift, so both legs are re-measured on timers (``SourceAuth.
+clock_refresh``): the controller probes every sender with a MATERIAL_REQUEST naming no member
+and keeps the latest leg per sender; members re-send TIME_REQUEST (jittered) and the TIME
+carries the controller's latest legs, which they compose again (docs/protocol.md, "Refresh").
+
 The sender's own claim about its clock is trusted: a sender that lies about it only weakens
 the authentication of its own stream, which it could as well publish its keys.
 """

@@ -24,6 +24,11 @@ Rules the machine obeys:
 6. Senders register their streams (ADD_SENDER, public source-auth parameters); the controller
    relays per-member source-auth material from each sender to each member (MATERIAL_REQUEST →
    MATERIAL → SENDER_INFO), binding every sender id to the member that registered it.
+7. Loose time synchronisation (:mod:`rmsec.security.clocks`), when the source-auth method
+   needs a clock: every MATERIAL round trip bounds its sender's clock; the controller keeps
+   the latest bound per sender, re-probes every sender (a MATERIAL_REQUEST naming no member)
+   every ``clock_refresh / 4`` seconds, and answers each TIME_REQUEST with its clock and those
+   bounds, so members refresh theirs before drift widens them too far.
 
 Outputs are drained like datagrams: :meth:`control_to_send` gives ``(connection, message)``
 pairs, where ``message is None`` means "close that connection after what came before";
@@ -43,7 +48,16 @@ from typing import Any
 
 from rmsec.config import GroupConfig
 from rmsec.errors import ConfigError, LocalError, MalformedPacket, RmsecError
-from rmsec.interfaces import AccessPolicy, Credentials, Decision, KeyManagement, Rng, Update
+from rmsec.interfaces import (
+    AccessPolicy,
+    ClockBound,
+    Credentials,
+    Decision,
+    KeyManagement,
+    Rng,
+    SourceAuth,
+    Update,
+)
 from rmsec.security import clocks, sigkeys
 from rmsec.security import events as ev
 from rmsec.security import messages as msg
@@ -96,6 +110,8 @@ class _SenderRecord:
     stream: int
     params: bytes
     addr: Addr | None
+    #: the latest bound on the sender's clock (controller time), from a MATERIAL round trip
+    clock: ClockBound | None = None
 
 
 class Controller:
@@ -115,6 +131,7 @@ class Controller:
         wall_offset: float = 0.0,
         key_management: KeyManagement | None = None,
         access_policy: AccessPolicy | None = None,
+        source_auth: SourceAuth | None = None,
     ) -> None:
         if len(session) != 8:
             raise ConfigError("session id must be 8 bytes")
@@ -143,8 +160,20 @@ class Controller:
             access_policy = plugins.get_access_policy(config.access_policy)(
                 options=config.access_policy_options
             )
+        if source_auth is None:
+            from rmsec import plugins
+
+            source_auth = plugins.get_source_auth(config.source_auth)(
+                rng=rng, options=config.source_auth_options
+            )
         self.scheme = key_management
         self.policy = access_policy
+        #: seconds between two probes of every sender's clock (None: the method needs none)
+        refresh = source_auth.clock_refresh if source_auth.needs_clock else None
+        self.clock_probe: float | None = None if refresh is None else refresh / 4
+        self._probe_deadline: float | None = (
+            None if self.clock_probe is None else now + self.clock_probe
+        )
         self._conns: dict[int, _Conn] = {}
         self.members: dict[bytes, _Member] = {}
         self.senders: dict[bytes, _SenderRecord] = {}
@@ -526,6 +555,9 @@ class Controller:
             return
         leg = clocks.sender_leg(request_time=m.request_time, sender_time=m.sender_time, now=now)
         clock = None if leg is None else (leg.offset, leg.error, leg.at)
+        if leg is not None and (record.clock is None or leg.at >= record.clock.at):
+            record.clock = leg
+            self.counters["sender_clocks"] += 1
         for member_id, material in m.items:
             target = self.members.get(member_id)
             if target is None or not target.welcomed or not target.keyed:
@@ -586,9 +618,29 @@ class Controller:
         self._events.append(ev.RecoveryServed(member.member_id, m.have_epoch, self.epoch))
 
     def _on_time_request(self, c: _Conn, m: msg.TimeRequest, now: float) -> None:
-        """Loose time synchronisation: our clock, at once (the round trip bounds it)."""
+        """Loose time synchronisation: our clock, at once (the round trip bounds it), with our
+        latest bound on every sender's clock the member may know (registered by someone
+        else; none for a key-less head), at most MAX_CLOCKS per TIME."""
         self.counters["time_requests"] += 1
-        self._send(c.id, msg.Time(m.request, now))
+        member = self._member_of(c)
+        legs: list[tuple[bytes, tuple[float, float, float]]] = []
+        if member is not None and member.keyed:
+            legs = [
+                (r.sender_id, (r.clock.offset, r.clock.error, r.clock.at))
+                for r in self.senders.values()
+                if r.clock is not None and r.owner != member.member_id
+            ]
+        for start in range(0, max(1, len(legs)), msg.MAX_CLOCKS):
+            self._send(c.id, msg.Time(m.request, now, tuple(legs[start : start + msg.MAX_CLOCKS])))
+
+    def probe_senders(self, now: float) -> None:
+        """Ask every registered sender for its clock alone (a MATERIAL_REQUEST naming no
+        member, answered by an empty MATERIAL that refreshes :attr:`_SenderRecord.clock`)."""
+        for record in self.senders.values():
+            owner = self.members.get(record.owner)
+            if owner is not None:
+                self.counters["clock_probes"] += 1
+                self._send(owner.conn, msg.MaterialRequest(record.sender_id, (), now))
 
     def _on_leave(self, c: _Conn, m: msg.Leave, now: float) -> None:
         if c.member_id is None:
@@ -605,7 +657,7 @@ class Controller:
     def get_timer(self) -> float | None:
         deadlines = [
             d for d in (self._batch_deadline, self._period_deadline, self._refresh_deadline,
-                        self._recheck_deadline)
+                        self._recheck_deadline, self._probe_deadline)
             if d is not None
         ]
         expiries = [m.valid_until for m in self.members.values() if m.valid_until is not None]
@@ -635,6 +687,10 @@ class Controller:
             if due <= now:
                 self._part_deadlines[part] = now + self.scheme.part_refresh_periods[part]
                 self.refresh_part(part, now)
+        if self._probe_deadline is not None and self._probe_deadline <= now:
+            assert self.clock_probe is not None
+            self._probe_deadline = now + self.clock_probe
+            self.probe_senders(now)
 
     def refresh_part(self, part: int, now: float) -> None:
         """One part of the group (a region) rekeys on its own period: its own keys and a new

@@ -163,6 +163,11 @@ class Member:
         self._time_request: tuple[int, float] | None = None
         self._time_requests = 0
         self._awaiting_clock: dict[bytes, msg.SenderInfo] = {}
+        #: when to re-measure the controller's clock (SourceAuth.clock_refresh, jittered)
+        self._clock_due: float | None = None
+        #: the last TIME_REQUEST answered: (id, its first TIME's time), for the further TIMEs
+        #: of a controller with more than MAX_CLOCKS senders
+        self._time_answered: tuple[int, float] | None = None
         #: Unprotector failure counts already turned into AuthFailure events.
         self._failures_reported = collections.Counter[str]()
         #: Epochs of rekeys already counted as awaiting a translation (counted once each).
@@ -282,27 +287,55 @@ class Member:
 
     def synchronise_clock(self, now: float) -> None:
         """Ask the controller for its clock (TIME_REQUEST); a request still in flight is
-        superseded.  Sent on welcome when the source-auth method needs a clock."""
+        superseded.  Sent on welcome when the source-auth method needs a clock, then again
+        every ``clock_refresh / 2`` to ``clock_refresh`` seconds (uniformly jittered, so a
+        large group's requests do not arrive in step) while the method has a refresh period:
+        the answer brings fresh bounds on every sender's clock too."""
         if self.state != State.MEMBER:
             raise LocalError(f"cannot synchronise in state {self.state}")
         self._time_requests = (self._time_requests + 1) & 0xFFFFFFFF
         self._time_request = (self._time_requests, now)
         self.counters["time_requests"] += 1
         self._send(msg.TimeRequest(self._time_requests))
+        period = None if self._auth is None else self._auth.clock_refresh
+        if period is not None and period > 0:
+            fraction = int.from_bytes(self._rng(4), "big") / 2**32
+            self._clock_due = now + period * (0.5 + 0.5 * fraction)
+        else:
+            self._clock_due = None
 
     def _on_time(self, m: msg.Time, now: float) -> None:
         pending = self._time_request
         if pending is None or m.request != pending[0] or now < pending[1]:
+            if self._time_answered == (m.request, m.time):
+                self._take_legs(m)  # a further TIME of the same answer: more senders
+                return
             self.counters["time_unexpected"] += 1
             return
         self._time_request = None
+        self._time_answered = (m.request, m.time)
         self.clock = clocks.from_exchange(sent_at=pending[1], peer_time=m.time, received_at=now)
         self.counters["time_synchronised"] += 1
+        self._take_legs(m, compose=False)
         for known in self.known_senders.values():
             self._set_clock(known)
         held, self._awaiting_clock = self._awaiting_clock, {}
         for info in held.values():
             self._on_sender_info(info, now)
+
+    def _take_legs(self, m: msg.Time, *, compose: bool = True) -> None:
+        """Adopt the controller's newer bounds on the clocks of senders we know (the others
+        are skipped: their SENDER_INFO brings its own) and, with ``compose``, recompose."""
+        for sender_id, clock in m.clocks:
+            known = self.known_senders.get(sender_id)
+            if known is None:
+                continue
+            leg = ClockBound(*clock)
+            if known.leg is None or leg.at >= known.leg.at:
+                known.leg = leg
+                self.counters["sender_clocks_refreshed"] += 1
+                if compose:
+                    self._set_clock(known)
 
     def _set_clock(self, known: _KnownSender) -> None:
         if self.clock is not None and known.leg is not None and known.verifier is not None:
@@ -652,6 +685,8 @@ class Member:
 
     def get_timer(self) -> float | None:
         deadlines = [self._recovery_due]
+        if self.state == State.MEMBER:
+            deadlines.append(self._clock_due)
         if self.keys is not None:
             deadlines.append(self.keys.get_timer())
         if self.unprotector is not None:
@@ -662,6 +697,8 @@ class Member:
         return min((d for d in deadlines if d is not None), default=None)
 
     def handle_timer(self, now: float) -> None:
+        if self._clock_due is not None and now >= self._clock_due and self.state == State.MEMBER:
+            self.synchronise_clock(now)  # re-arms itself
         if self.keys is not None:
             self.keys.handle_timer(now)
         if self.unprotector is not None:

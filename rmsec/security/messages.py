@@ -26,7 +26,8 @@ type   name                 fields after the type                               
 37     RECOVERY             signed rekey envelope (kind RECOVERY)                       ctl
 38     EXPELLED             reason                                                      ctl
 39     SENDER_RESULT        sender_id, ok, reason                                       ctl
-40     TIME                 request id u32, time                                        ctl
+40     TIME                 request id u32, time, [[sender_id, [offset, error, at]]...]  ctl
+                           (at most MAX_CLOCKS; more in further TIMEs, same id and time)
 =====  ===================  =========================================================  =========
 
 Times (``time``, ``request_time``, ``sender_time``, ``at``) are readings of the sender's own
@@ -65,6 +66,8 @@ MAX_REASON = 512
 MAX_MESSAGE = 16 * 1024 * 1024
 MAX_UNREGISTERED = 64 * 1024
 MAX_BATCH = 1024
+#: Sender clock bounds in one TIME; a controller with more senders sends several TIMEs.
+MAX_CLOCKS = 1024
 
 _u8, _u32 = uint(8), uint(32)
 _member = byte_string(max_len=MAX_MEMBER_ID)
@@ -311,12 +314,25 @@ class SenderResult(ControlMessage):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Time(ControlMessage):
-    """The controller's clock, answering TIME_REQUEST ``request`` at once."""
+    """The controller's clock, answering TIME_REQUEST ``request`` at once, with its latest
+    bound on each sender's clock (controller time) so the member can recompose them all:
+    ``clocks`` is ``((sender_id, (offset, error, at)), ...)``, distinct sender ids."""
 
     TYPE = 40
-    FIELDS = (_u32, _time)
+    FIELDS = (_u32, _time, array(record(_sender, _clock), max_len=MAX_CLOCKS))
     request: int
     time: float
+    clocks: tuple[tuple[bytes, tuple[float, float, float]], ...] = ()
+
+    def values(self) -> list[Any]:
+        return [self.request, self.time, [[s, list(c)] for s, c in self.clocks]]
+
+    @classmethod
+    def from_values(cls, values: list[Any]) -> ControlMessage:
+        clocks = values[2]
+        if len({sender for sender, _ in clocks}) != len(clocks):
+            raise MalformedPacket("TIME names a sender twice")
+        return cls(values[0], values[1], clocks)
 
 
 MESSAGES: dict[int, type[ControlMessage]] = {

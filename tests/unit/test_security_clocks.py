@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rmsec.config import GroupConfig
-from rmsec.interfaces import ClockBound
+from rmsec.interfaces import ClockBound, KeyManagement, SourceAuth
 from rmsec.security import clocks, sigkeys
 from rmsec.security import events as ev
 from rmsec.security import messages as msg
@@ -29,15 +29,28 @@ from .security_helpers import CONTROLLER_SEED, SESSION, _Lookup, key_management_
 TESLA = {"interval": 0.01, "rtt": 0.05, "chain_length": 256}
 
 
-class ClockedGroup:
-    """Controller (true time) and members (true time + skew), control hops of ``latency``."""
+class _AuthLookup(_Lookup):
+    """Plugin lookup handing members a replacement source-auth class (same name)."""
 
-    def __init__(self, *, latency: float, options: dict[str, Any] | None = None) -> None:
+    def __init__(self, scheme: type[KeyManagement], auth: type[SourceAuth] | None) -> None:
+        super().__init__(scheme)
+        self.auth = auth
+
+    def get_source_auth(self, name: str) -> type[SourceAuth]:
+        return self.auth if self.auth is not None else super().get_source_auth(name)
+
+
+class ClockedGroup:
+    """Controller (true time) and members (``rate`` x true time + skew), control hops of
+    ``latency``; ``auth`` replaces the source-auth class on every party."""
+
+    def __init__(self, *, latency: float, options: dict[str, Any] | None = None,
+                 auth: type[SourceAuth] | None = None) -> None:
         self.rng = seeded_rng(3)
         self.t = 100.0
         self.latency = latency
         scheme = key_management_class()
-        self.lookup = _Lookup(scheme)
+        self.lookup = _AuthLookup(scheme, auth)
         config = GroupConfig(
             group="g", key_management=scheme.name, source_auth="tesla",
             source_auth_options=dict(TESLA if options is None else options),
@@ -50,22 +63,26 @@ class ClockedGroup:
             config, signing_key=self.signing_key, rng=self.rng, now=self.t, session=SESSION,
             rekey_stream=1, key_management=scheme(rng=self.rng),
             access_policy=plugins.get_access_policy("open")(),
+            source_auth=None if auth is None else auth(
+                rng=self.rng, options=config.source_auth_options),
         )
         self.members: dict[str, Member] = {}
         self.skew: dict[str, float] = {}
+        self.rate: dict[str, float] = {}
         self.conn: dict[str, int] = {}
         self.events: dict[str, list[ev.SecurityEvent]] = {}
 
     def local(self, name: str) -> float:
-        return self.t + self.skew[name]
+        return self.t * self.rate[name] + self.skew[name]
 
-    def join(self, name: str, skew: float) -> Member:
+    def join(self, name: str, skew: float, rate: float = 1.0) -> Member:
         member = Member(
-            member_id=name.encode(), node_id=self.rng(8), rng=self.rng, now=self.t + skew,
-            roles=msg.Roles.RECEIVE | msg.Roles.SEND,
+            member_id=name.encode(), node_id=self.rng(8), rng=self.rng,
+            now=self.t * rate + skew, roles=msg.Roles.RECEIVE | msg.Roles.SEND,
             controller_key=sigkeys.public_key(self.signing_key), plugins=self.lookup,
         )
         self.members[name], self.skew[name], self.events[name] = member, skew, []
+        self.rate[name] = rate
         self.conn[name] = len(self.conn) + 1
         self.controller.connection_made(self.conn[name], None, self.t)
         member.start(self.local(name))

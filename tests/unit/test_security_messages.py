@@ -85,3 +85,50 @@ def test_garbage(junk: bytes) -> None:
 def test_fuzz_only_malformed(data: bytes) -> None:
     with contextlib.suppress(MalformedPacket):
         msg.decode_untrusted(data)
+
+
+# --------------------------------------------------- TIME with sender clock bounds (refresh)
+
+def test_time_with_clocks_round_trips() -> None:
+    clocks = tuple((bytes([k]) * 8, (float(k), 0.5, 17.0 + k)) for k in range(3))
+    message = msg.Time(7, 12.5, clocks)
+    assert msg.decode_untrusted(message.encode()) == message
+    full = msg.Time(1, 0.0, tuple((k.to_bytes(8, "big"), (0.0, 0.0, 0.0))
+                                  for k in range(msg.MAX_CLOCKS)))
+    assert msg.decode_untrusted(full.encode()) == full
+
+
+@pytest.mark.parametrize("fields", [
+    [7, 1.0],  # clocks missing
+    [7, 1.0, [], []],  # a field too many
+    [7, 1.0, None],
+    [7, 1.0, [[b"sender0", [0.0, 0.0, 0.0]]]],  # 7-byte sender id
+    [7, 1.0, [[b"sender01", [0.0, -1.0, 0.0]]]],  # negative error
+    [7, 1.0, [[b"sender01", [0.0, 0.0]]]],  # short clock
+    [7, 1.0, [[b"sender01", [0.0, 0.0, float("inf")]]]],
+    [7, 1.0, [[b"sender01", [2e12, 0.0, 0.0]]]],  # offset out of range
+    [7, 1.0, [[b"sender01", None]]],
+    [7, 1.0, [[b"sender01", [0.0, 0.0, 0.0], 1]]],  # 3-item entry
+    [7, 1.0, [[b"sender01", [0.0, 0.0, 0.0]], [b"sender01", [1.0, 0.0, 0.0]]]],  # twice
+    [7, 1.0, [[k.to_bytes(8, "big"), [0.0, 0.0, 0.0]] for k in range(msg.MAX_CLOCKS + 1)]],
+    [-1, 1.0, []],
+    [7, "1.0", []],
+])
+def test_time_clocks_are_checked(fields: list[object]) -> None:
+    import cbor2
+
+    with pytest.raises(MalformedPacket):
+        msg.decode_untrusted(cbor2.dumps([msg.VERSION, msg.Time.TYPE, *fields]))
+
+
+@pytest.mark.parametrize("fields", [
+    [b"sender01", [], 1e13],  # MATERIAL_REQUEST time out of range
+    [b"sender01", [], float("nan")],
+    [b"sender01", []],  # time missing
+    [b"sender01", [b"bob"], 1.0, 2.0],
+])
+def test_material_request_time_is_checked(fields: list[object]) -> None:
+    import cbor2
+
+    with pytest.raises(MalformedPacket):
+        msg.decode_untrusted(cbor2.dumps([msg.VERSION, msg.MaterialRequest.TYPE, *fields]))
