@@ -43,6 +43,11 @@ class TransportConfig:
     max_rate: float = 400_000_000.0
     start_rate: float = 2_000_000.0
     congestion_loss: float = 0.3
+    #: Seconds of queueing a root sender accepts in front of its first-level children:
+    #: it keeps at most ``rate x (2 x min_rtt + queue_target)`` packets (at least
+    #: ``8 x ack_window``) beyond what they have seen, so repairs do not wait behind a full
+    #: socket buffer (rmsec/transport/inflight.py).  0 turns the bound off.
+    queue_target: float = 0.002
     slow_receiver: SlowReceiverPolicy = "prune"
     slow_timeout: float = 3.0
     join_policy: JoinPolicyName = "from_now"
@@ -76,6 +81,8 @@ class TransportConfig:
                      "ack_interval", "slow_timeout"):
             if getattr(self, name) <= 0:
                 yield f"{name} must be positive"
+        if not 0 <= self.queue_target <= 10:
+            yield f"queue_target={self.queue_target} must be within 0..10 seconds (0: no bound)"
         if self.head_loss_hellos < 1:
             yield "head_loss_hellos must be at least 1"
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from rmsec.errors import LocalError
 from rmsec.transport.config import TransportConfig
 from rmsec.transport.events import StreamConfirmed
+from rmsec.transport.inflight import InFlightLimit
 from rmsec.transport.node import MULTICAST, Child, Rng, Stream, TreeNode, _State
 from rmsec.transport.ratecontrol import RateController
 from rmsec.wire.packets import Ack, AckEntry, Addr, Data, DataFlags, Role
@@ -56,6 +57,11 @@ class Sender(TreeNode):
         self._pending: collections.deque[tuple[int, bytes]] = collections.deque()
         self._rate = RateController(config, now)
         self._rate_mark = config.ack_window
+        self._inflight = (
+            InFlightLimit(stride=config.ack_window, min_packets=8 * config.ack_window,
+                          queue_target=config.queue_target)
+            if config.queue_target > 0 and is_root else None
+        )
         self._closing = False
         self.confirmed = False
         self._root_floor = 0
@@ -139,14 +145,41 @@ class Sender(TreeNode):
         return self._own
 
     def _window_open(self) -> bool:
-        return self._own.window.base < self._source_floor() + self.config.cache_packets
+        return self._own.window.base < self._send_limit()
+
+    def _send_limit(self) -> int:
+        """One past the highest sequence that may go out now: the cache window beyond the
+        slowest subtree's floor, and the in-flight bound beyond what the children have seen."""
+        limit = self._source_floor() + self.config.cache_packets
+        if self._inflight is not None:
+            seen = self._seen_by_children()
+            if seen is not None:
+                bound = self._inflight.limit(seen)
+                if bound is not None and bound < limit:
+                    limit = bound
+        return limit
+
+    def _seen_by_children(self) -> int | None:
+        """The lowest ``next_known`` among first-level children that keep up.  A child far
+        behind (half a cache window) is left to the slow-receiver policy and the cache
+        window: bounding the whole group by it would turn ``prune`` into ``block``."""
+        sid, base = self._own.id, self._own.window.base
+        lagging = base - self.config.cache_packets // 2
+        seen: int | None = None
+        for child in self.children.values():
+            ack = child.acks.get(sid)
+            if ack is None or child.skipping or ack.next_known < lagging:
+                continue
+            if seen is None or ack.next_known < seen:
+                seen = ack.next_known
+        return seen
 
     def _produce(self, now: float) -> None:
         own = self._own
         w = own.window
         sent = 0
         if self._pending and self._state != _State.CLOSED:
-            limit = self._source_floor() + self.config.cache_packets
+            limit = self._send_limit()
             session, sid = self.session, own.id
             if self._root_child is not None:
                 targets: list[Addr] = [self._root_child.addr]
@@ -155,6 +188,7 @@ class Sender(TreeNode):
             else:
                 targets = list(self.children)
             out = self._out
+            inflight, stride = self._inflight, self.config.ack_window
             while self._pending and w.base < limit:
                 flags, payload = self._pending[0]
                 if not self._rate.allow(len(payload) + 40, now):
@@ -167,6 +201,8 @@ class Sender(TreeNode):
                 for addr in targets:
                     out.append((raw, addr))
                 sent += 1
+                if inflight is not None and seq % stride == 0:
+                    inflight.on_sent(seq, now)
             if sent:
                 self.counters["data_sent"] += sent
                 self._deadline_tail_hello = now + 2 * self.config.ack_interval
@@ -200,6 +236,10 @@ class Sender(TreeNode):
     def _on_ack(self, p: Ack, raw: bytes, addr: Addr, now: float) -> None:
         super()._on_ack(p, raw, addr, now)
         if self._root_child is None and addr in self.children:
+            if self._inflight is not None:
+                seen = self._seen_by_children()
+                if seen is not None:
+                    self._inflight.on_seen(seen, now)
             self._after_acks(any(c.congested for c in self.children.values()), now)
 
     def _on_root_ack(self, own: Stream, entry: AckEntry, congested: bool, addr: Addr, now: float) -> None:
