@@ -36,7 +36,7 @@ class TransportConfig:
     #: them off leaves members to their bootstrap list and the solicitation/referral walk.
     advertise: bool = True
     solicit_wait: float = 0.2
-    repair_suppress: float = 0.01
+    repair_suppress: float = 0.005
     ack_interval: float = 0.05
     cache_packets: int = 4096
     min_rate: float = 64_000.0
