@@ -725,8 +725,8 @@ class TreeNode:
         child.congested = congested
         for entry in p.entries:
             stream = self.streams.get(entry.stream)
-            if stream is None:
-                continue
+            if stream is None or stream.source_addr == addr:
+                continue  # unknown, or the child's own stream (it is that stream's source)
             child.acks[entry.stream] = ChildAck(
                 entry.have_base, entry.bitmap, entry.subtree_base, entry.next_known
             )
@@ -811,11 +811,13 @@ class TreeNode:
             self._send(Skip(self.session, self.node_id, stream.id, skip_to), child.addr)
 
     def _floor(self, stream: Stream) -> int:
-        """Lowest sequence some part of this node's subtree still needs."""
+        """Lowest sequence some part of this node's subtree still needs.  At the root, a
+        secondary sender that is also a child holds all of its own stream (what it reports
+        for it is only as fresh as its last ack): it never holds the floor back."""
         floor = stream.window.base
-        sid = stream.id
+        sid, source = stream.id, stream.source_addr
         for child in self.children.values():
-            if not child.skipping:
+            if not child.skipping and child.addr != source:
                 ack = child.acks.get(sid)
                 base = ack.subtree_base if ack is not None else 0
                 if base < floor:
@@ -864,6 +866,8 @@ class TreeNode:
         cfg = self.config
         lag = 0
         for stream in self.streams.values():
+            if stream.source_addr == child.addr:
+                continue  # its own stream (a secondary sender below the root): not a receiver
             head = stream.window.base if stream.own else stream.window.next_known
             lag = max(lag, head - child.subtree_base(stream))
         # The source runs up to cache_packets ahead of the slowest subtree, so ordinary lag

@@ -60,8 +60,10 @@ class Sender(TreeNode):
         self._inflight = (
             InFlightLimit(stride=config.ack_window, min_packets=8 * config.ack_window,
                           queue_target=config.queue_target)
-            if config.queue_target > 0 and is_root else None
+            if config.queue_target > 0 else None
         )
+        #: a secondary sender's view of what the root has seen of its stream (root acks)
+        self._root_seen: int | None = None
         self._closing = False
         self.confirmed = False
         self._root_floor = 0
@@ -160,9 +162,12 @@ class Sender(TreeNode):
         return limit
 
     def _seen_by_children(self) -> int | None:
-        """The lowest ``next_known`` among first-level children that keep up.  A child far
-        behind (half a cache window) is left to the slow-receiver policy and the cache
-        window: bounding the whole group by it would turn ``prune`` into ``block``."""
+        """The lowest ``next_known`` among first-level children that keep up (for a
+        secondary sender: the root's).  A child far behind (half a cache window) is left to
+        the slow-receiver policy and the cache window: bounding the whole group by it would
+        turn ``prune`` into ``block``."""
+        if self._root_child is not None:
+            return self._root_seen
         sid, base = self._own.id, self._own.window.base
         lagging = base - self.config.cache_packets // 2
         seen: int | None = None
@@ -247,6 +252,9 @@ class Sender(TreeNode):
         assert child is not None
         child.last_heard = now
         self._root_floor = entry.subtree_base
+        if self._inflight is not None:
+            self._root_seen = entry.next_known
+            self._inflight.on_seen(entry.next_known, now)
         self._repair(child, own, entry, now)
         self._after_acks(congested, now)
 

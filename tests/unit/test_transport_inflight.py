@@ -143,3 +143,33 @@ def test_the_bound_follows_rate_and_round_trip() -> None:
     limit.on_sent(3200, now)
     limit.on_seen(3232, now + MIN_RTT_WINDOW + 1)
     assert limit.min_rtt > 1.0
+
+
+def test_a_secondary_sender_is_neither_held_back_nor_pruned_by_its_own_stream() -> None:
+    """A secondary sender is a child of the root and reports its own stream only with its
+    acks (keep-alives, when it receives nothing).  The root must not read that stale report
+    as the sender lagging on its own stream: it held the stream's floor (so the sender's
+    cache window stalled until the next keep-alive) and, past ``slow_timeout``, pruned the
+    sender as a slow receiver, whose ``send`` then blocked for good."""
+    config = TransportConfig(cache_packets=256, slow_timeout=0.5, start_rate=50_000_000.0)
+    net = Shuttle(delay=0.0002, seed=6)
+    root = net.add(ROOT, Sender(config, session=SESSION, node_id=nid(1), rng=net.rng, now=0.0))
+    rx = net.add(RX, Receiver(config, session=SESSION, node_id=nid(2), rng=net.rng, now=0.0,
+                              bootstrap=[ROOT]))
+    net.run(0.5)
+    second: Addr = ("tx", 2)
+    tx = net.add(second, Sender(config, session=SESSION, node_id=nid(3), rng=net.rng,
+                                now=net.now, bootstrap=[ROOT]))
+    net.run(net.now + 0.5)
+    start = net.now
+    for i in range(5000):
+        tx.send(i.to_bytes(4, "big") * 100, net.now)
+    tx.close(net.now)
+    net.flush(second)
+    net.run(net.now + 60, stop=lambda: tx.confirmed)
+    assert tx.confirmed
+    assert rx.stats()["messages_delivered"] == 5000
+    assert root.stats().get("pruned", 0) == 0
+    assert tx.stats().get("pruned_by_parent", 0) == 0
+    # 20 cache windows of data: paced by the keep-alive (1 s) it would take 20 s
+    assert net.now - start < 2.0
