@@ -185,7 +185,7 @@ class SenderChannel(_Node):
             raise TypeError("data must be bytes")
         machine = self._machine
         if not machine.writable:
-            await self._driver.wait_until(lambda: bool(machine.writable))
+            await self._wait_writable()
         else:
             # A full scheduling round per message costs more than the message itself: yield
             # to the other tasks (acks, timers) every SEND_YIELD_EVERY sends, and stay a cancel
@@ -205,7 +205,20 @@ class SenderChannel(_Node):
         if not self._closed:
             self._closed = True
             self._driver.command(machine.close)
-        await self._driver.wait_until(lambda: bool(machine.confirmed))
+        await self._driver.wait_until(lambda: bool(machine.confirmed or machine.closed))
+        self._raise_if_removed()
+
+    async def _wait_writable(self) -> None:
+        """Wait for room in the send queue; a secondary sender removed from the tree (pruned
+        by the root) never gets any: it raises instead of waiting for ever."""
+        machine = self._machine
+        await self._driver.wait_until(lambda: bool(machine.writable or machine.closed))
+        self._raise_if_removed()
+
+    def _raise_if_removed(self) -> None:
+        machine = self._machine
+        if machine.closed and not machine.confirmed:
+            raise ChannelClosed("this sender was removed from the repair tree (pruned by its parent)")
 
     def _observe(self, event: ev.Event) -> None:
         super()._observe(event)
