@@ -112,6 +112,9 @@ class _SenderRecord:
     addr: Addr | None
     #: the latest bound on the sender's clock (controller time), from a MATERIAL round trip
     clock: ClockBound | None = None
+    #: members present at ADD_SENDER whose material the sender has not yet given;
+    #: SENDER_RESULT goes to the sender once it is empty (see _on_add_sender)
+    awaiting: set[bytes] = dataclasses.field(default_factory=set)
 
 
 class Controller:
@@ -527,13 +530,18 @@ class Controller:
         self.senders[m.sender_id] = record
         member.senders.add(m.sender_id)
         self.counters["senders"] += 1
-        self._send(c.id, msg.SenderResult(m.sender_id, 1, ""))
         self._events.append(ev.SenderAdded(m.sender_id, member.member_id, m.stream))
         others = [
             x.member_id for x in self.members.values()
             if x.welcomed and x.keyed and x.member_id != member.member_id
         ]
+        # The sender hears SENDER_RESULT (and starts sending) only once every current member
+        # has its SENDER_INFO queued: frames of a sender a member does not know yet wait in
+        # a bounded buffer, and a sender that starts at full rate would overflow it.
+        record.awaiting = set(others)
         self._request_material(record, others, now)
+        if not record.awaiting:
+            self._send(c.id, msg.SenderResult(m.sender_id, 1, ""))
 
     def _request_material(self, record: _SenderRecord, members: Sequence[bytes], now: float) -> None:
         """Ask the sender for each member's material; the request carries our clock and the
@@ -565,6 +573,10 @@ class Controller:
             self._send(target.conn, msg.SenderInfo(
                 record.sender_id, record.owner, record.stream, record.params, material, clock))
             self.counters["sender_info"] += 1
+        if record.awaiting:
+            record.awaiting.difference_update(member_id for member_id, _ in m.items)
+            if not record.awaiting:
+                self._send(c.id, msg.SenderResult(record.sender_id, 1, ""))
 
     def _on_remove_sender(self, c: _Conn, m: msg.RemoveSender, now: float) -> None:
         member = self._member_of(c)

@@ -243,8 +243,8 @@ class Limits:
     future_bytes: int = 4 * 1024 * 1024
     future_timeout: float = 10.0
     max_epochs_ahead: int = 64
-    unknown_frames: int = 64
-    unknown_bytes: int = 1024 * 1024
+    unknown_frames: int = 1024
+    unknown_bytes: int = 4 * 1024 * 1024
     unknown_timeout: float = 10.0
     senders: int = 4096
 

@@ -414,3 +414,30 @@ def test_every_source_auth_method_delivers_through_the_security_core(auth: str) 
             break
     assert group.delivered("bob") == sent
     assert group.delivered("carol") == sent
+
+
+def test_a_sender_hears_its_result_only_after_the_members_have_its_parameters() -> None:
+    """SENDER_RESULT (after which a sender starts sending) follows the SENDER_INFO of every
+    member present: frames of a sender a member does not know yet wait in a bounded buffer,
+    and a sender starting at full rate used to overflow it (data the transport had already
+    delivered was dropped as ``unknown_dropped``)."""
+    from rmsec.security import messages as msg
+
+    group = Group()
+    for name in ("alice", "bob", "carol"):
+        group.join(name)
+    sender = group.members[b"alice"]
+    conn = group.conn_of[b"alice"]
+    sid = sender.add_sender(stream=10, now=group.now)
+    for data in sender.control_to_send():
+        group.controller.receive_control(conn, data, group.now)
+    first = [(c, msg.decode_untrusted(d)) for c, d in group.controller.control_to_send() if d]
+    assert [type(m) for _, m in first] == [msg.MaterialRequest]  # no result yet
+    sender.receive_control(first[0][1].encode(), group.now)
+    for data in sender.control_to_send():
+        group.controller.receive_control(conn, data, group.now)
+    second = [(c, type(msg.decode_untrusted(d))) for c, d in group.controller.control_to_send() if d]
+    infos = [i for i, (_, t) in enumerate(second) if t is msg.SenderInfo]
+    results = [i for i, (c, t) in enumerate(second) if t is msg.SenderResult and c == conn]
+    assert len(infos) == 2 and len(results) == 1 and max(infos) < results[0]
+    assert sid in sender.protectors
