@@ -40,6 +40,7 @@ import trio
 from rmsec import transport
 from rmsec.announcement import Announcement
 from rmsec.api import (
+    SEND_YIELD_EVERY,
     HeadChannel,
     Message,
     ReceiverChannel,
@@ -62,7 +63,7 @@ from rmsec.io.control import (
     connect_control,
     server_context,
 )
-from rmsec.io.driver import NodeDriver
+from rmsec.io.driver import RECV_BATCH, NodeDriver
 from rmsec.io.multicast import IpMulticastNetwork
 from rmsec.io.udp import udp
 from rmsec.plugins import HookRelay
@@ -512,8 +513,22 @@ class SecureReceiverChannel(_HookedNode, ReceiverChannel):
 
     def _push(self, item: object) -> None:
         self._ready.append(item)
-        self._wakeup.set()
-        self._wakeup = trio.Event()
+        self._changed()
+
+    def _changed(self) -> None:
+        """Wake whoever waits on ``_ready`` (the reader for items, the pump for room)."""
+        if not self._wakeup.is_set():
+            self._wakeup.set()
+
+    async def _wait_changed(self) -> None:
+        """Wait for the next :meth:`_changed`; callers re-check their condition in a loop
+        (a change already signalled returns at once, after re-arming the event)."""
+        wakeup = self._wakeup
+        if wakeup.is_set():
+            self._wakeup = trio.Event()
+            await trio.lowlevel.checkpoint()
+            return
+        await wakeup.wait()
 
     def _on_security(self, event: sev.SecurityEvent) -> None:
         if isinstance(event, sev.Delivered):
@@ -522,38 +537,67 @@ class SecureReceiverChannel(_HookedNode, ReceiverChannel):
             self._push(_EXPELLED)
 
     async def pump(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Transport events in, security machine fed, messages out (bounded)."""
+        """Transport events in, security machine fed, messages out (bounded).
+
+        Events already queued are taken in one round, up to ``RECV_BATCH`` and the room left
+        under ``READY_LIMIT``, and the frames among them go to the member in one command: a
+        scheduling round and a control-link flush per message would cost more than opening
+        the message."""
         task_status.started()
-        security, rekeys = self.security, self.rekey_stream
-        member = security.member
+        events = self._driver.events
         while True:
             while len(self._ready) >= READY_LIMIT:
-                await self._wakeup.wait()
+                await self._wait_changed()
             try:
-                event = await self._driver.events.receive()
+                batch = [await events.receive()]
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 return
+            room = min(RECV_BATCH, READY_LIMIT - len(self._ready))
+            while len(batch) < room:
+                try:
+                    batch.append(events.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    break
+            self._take(batch)
+
+    def _take(self, batch: list[ev.Event]) -> None:
+        """Feed a batch of transport events to the member in order: consecutive messages
+        in one command, stream ends and prunes between them where they came."""
+        security, rekeys = self.security, self.rekey_stream
+        member = security.member
+        calls: list[Callable[[float], object]] = []
+
+        def feed(now: float) -> None:
+            for call in calls:
+                call(now)
+
+        for event in batch:
             if isinstance(event, ev.MessageReceived):
                 if event.stream == rekeys:
-                    security.command(functools.partial(member.receive_rekey, event.data))
-                else:
-                    if regional.is_translation_frame(event.data):
-                        # A manager head's translation stream carries keys, not data: it
-                        # stays open as long as the head does, so iteration must not wait
-                        # for it to end.
-                        self._key_streams.add(event.stream)
-                        self._data_streams.discard(event.stream)
-                        self._check_end()
-                    elif event.stream not in self._key_streams:
-                        self._data_streams.add(event.stream)
-                    security.command(functools.partial(member.receive_frame, event.data))
-            elif isinstance(event, ev.StreamEnded) and event.stream != rekeys:
+                    calls.append(functools.partial(member.receive_rekey, event.data))
+                    continue
+                if regional.is_translation_frame(event.data):
+                    # A manager head's translation stream carries keys, not data: it stays
+                    # open as long as the head does, so iteration must not wait for it.
+                    self._key_streams.add(event.stream)
+                    self._data_streams.discard(event.stream)
+                elif event.stream not in self._key_streams:
+                    self._data_streams.add(event.stream)
+                calls.append(functools.partial(member.receive_frame, event.data))
+                continue
+            if calls:
+                security.command(feed)
+                calls = []
+            if isinstance(event, ev.StreamEnded) and event.stream != rekeys:
                 if event.stream not in self._key_streams:
                     self._data_streams.add(event.stream)
                     self._data_ended.add(event.stream)
                     self._check_end()
             elif isinstance(event, ev.PrunedByParent):
                 self._push(_PRUNED)
+        if calls:
+            security.command(feed)
+        self._check_end()  # a translation stream may have been the last one open
 
     def _check_end(self) -> None:
         """Iteration ends once every data stream seen has ended (and one has)."""
@@ -571,8 +615,7 @@ class SecureReceiverChannel(_HookedNode, ReceiverChannel):
         while True:
             if self._ready:
                 item = self._ready.popleft()
-                self._wakeup.set()  # room again for the pump
-                self._wakeup = trio.Event()
+                self._changed()  # room again for the pump
                 if isinstance(item, Message):
                     self.delivered += 1
                     return item
@@ -588,7 +631,7 @@ class SecureReceiverChannel(_HookedNode, ReceiverChannel):
                 raise ChannelClosed(
                     f"the control connection closed ({self.member.reason or self.member.state})"
                 )
-            await self._wakeup.wait()
+            await self._wait_changed()
 
 
 class SecureHeadChannel(_HookedNode, HeadChannel):
@@ -656,9 +699,16 @@ class SecureSenderChannel(_HookedNode, SenderChannel):
             raise ChannelClosed(f"no longer a member ({self.member.reason or self.member.state})")
         machine = self._machine
         if not machine.writable:
-            await self._driver.wait_until(lambda: bool(machine.writable))
+            await self._wait_writable()
         else:
-            await trio.lowlevel.checkpoint()
+            # As the plain sender: a scheduling round every SEND_YIELD_EVERY sends, a cancel
+            # point on every one (a round per message costs more than the message).
+            self._sends_since_yield += 1
+            if self._sends_since_yield >= SEND_YIELD_EVERY:
+                self._sends_since_yield = 0
+                await trio.lowlevel.checkpoint()
+            else:
+                await trio.lowlevel.checkpoint_if_cancelled()
         sender_id, member = self.sender_id, self.member
 
         def protect(now: float) -> tuple[int, list[bytes]]:
@@ -684,9 +734,11 @@ class SecureSenderChannel(_HookedNode, SenderChannel):
         await super().aclose()
 
     def _queue(self, frames: list[bytes]) -> None:
+        # command_soon: the frames of a burst of sends leave together at the next
+        # scheduling point (rmsec.io.driver.NodeDriver.command_soon).
         machine = self._machine
         for frame in frames:
-            self._driver.command(functools.partial(machine.send, frame))
+            self._driver.command_soon(functools.partial(machine.send, frame))
 
     def _queue_finished(self, frames: list[tuple[bytes, bytes]]) -> None:
         """Frames the member finished on its timer (a batch closed at its deadline)."""
