@@ -126,6 +126,13 @@ class Signer(abc.ABC):
         """Extra authentication packets due by ``now`` (signature packets, key disclosures)."""
         return []
 
+    def outstanding_until(self) -> float | None:
+        """When :meth:`pending` will have given out everything the packets protected so far
+        need to verify (TESLA: their keys' disclosure; EMSS: the signature packet over the
+        tail); ``None`` when nothing is outstanding.  A stream does not end before then:
+        receivers could not verify its last packets."""
+        return None
+
 
 class DeferredSigner(Signer):
     """Optional capability of a :class:`Signer` whose trailers depend on packets still to

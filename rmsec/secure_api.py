@@ -92,6 +92,8 @@ __all__ = [
 #: Delivered messages a receiver holds for its application before it stops pulling from the
 #: transport (which then applies its own back-pressure).
 READY_LIMIT = 1024
+#: Seconds a closing sender waits at most for its last source-auth packets to fall due.
+OUTSTANDING_LIMIT = 30.0
 #: Seconds between polls of the source-auth signer for packets due without a new message
 #: (TESLA key disclosures, EMSS signature packets).
 AUTH_POLL = 0.05
@@ -725,12 +727,22 @@ class SecureSenderChannel(_HookedNode, SenderChannel):
         return seq
 
     async def aclose(self) -> None:
-        """Send what a deferred signer still holds (its open batch, signed now), then end
-        the stream and wait for confirmation."""
+        """Send what a deferred signer still holds (its open batch, signed now) and the
+        source-auth packets the last frames need (TESLA's key disclosures come ``lag``
+        intervals after their interval, EMSS's last signature at its deadline: ending the
+        stream first would leave its tail unverifiable), then end the stream and wait for
+        confirmation."""
         if not self._closed and self.member.state == State.MEMBER:
-            sender_id, member = self.sender_id, self.member
-            self._queue(self.security.command(
-                functools.partial(member.flush_sender, sender_id)))
+            security, sender_id, member = self.security, self.sender_id, self.member
+            self._queue(security.command(functools.partial(member.flush_sender, sender_id)))
+            with trio.move_on_after(OUTSTANDING_LIMIT):
+                for _ in range(10_000):  # bounded: each round waits for a due time
+                    until = member.outstanding_until(sender_id)
+                    if until is None or member.state != State.MEMBER:
+                        break
+                    await trio.sleep_until(max(until, trio.current_time()))
+                    self._queue(security.command(
+                        functools.partial(member.pending_auth, sender_id)))
         await super().aclose()
 
     def _queue(self, frames: list[bytes]) -> None:

@@ -218,6 +218,10 @@ class EmssSigner(Signer):
             return float("-inf")
         return self._due
 
+    def outstanding_until(self) -> float | None:
+        """When the tail's signature packet goes out (``pending`` signs it at the deadline)."""
+        return self.get_timer()
+
     def _sparse_tail(self, n: int) -> bytes:
         """The encoded hash array packet ``n`` (or a signature standing for ``n``) carries,
         for offsets other than ``1..m``."""

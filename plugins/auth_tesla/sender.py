@@ -205,6 +205,16 @@ class TeslaSigner(Signer):
             out.append(self._signed_bootstrap(self._announced_chain, 0))
         return out
 
+    def outstanding_until(self) -> float | None:
+        """When the last key used so far may be disclosed (``pending`` then discloses it)."""
+        s = self.schedule
+        due = [
+            s.start_of(used + s.lag)
+            for c, used in self._used.items()
+            if used > self._disclosed.get(c, -1)
+        ]
+        return max(due) if due else (float("-inf") if self._urgent else None)
+
     def get_timer(self) -> float | None:
         """The sender time at which :meth:`pending` next has something to send."""
         s = self.schedule

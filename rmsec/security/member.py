@@ -441,6 +441,15 @@ class Member:
             return []
         return self._take(sender_id, protector, now)
 
+    def outstanding_until(self, sender_id: bytes) -> float | None:
+        """When the source-auth packets the stream's last frames need will have been given
+        out by :meth:`pending_auth` (``None``: nothing outstanding); the stream must not end
+        before, or receivers cannot verify its tail (TESLA keys, EMSS signatures)."""
+        protector = self.protectors.get(sender_id)
+        if protector is None or self.state != State.MEMBER:
+            return None
+        return protector.signer.outstanding_until()
+
     def flush_sender(self, sender_id: bytes, now: float) -> list[bytes]:
         """Every frame still held for ``sender_id`` (a deferred signer's open batch signed now),
         then source-auth packets due: call before ending the stream."""
@@ -731,6 +740,15 @@ class Member:
         result = dict(self.counters)
         if self.unprotector is not None:
             result.update({f"data_{k}": v for k, v in self.unprotector.counters.items()})
+            # The methods' own counters (TESLA's late / evicted / unsynchronised, EMSS's
+            # evicted...), summed over senders: packets a verifier held and had to give up
+            # on are visible here, not only inside the plugin.
+            for sender in self.unprotector.senders.values():
+                own = getattr(sender.verifier, "stats", None)
+                if isinstance(own, dict):
+                    for k, v in own.items():
+                        if isinstance(v, int) and v:
+                            result[f"auth_{k}"] = result.get(f"auth_{k}", 0) + v
         for protector in self.protectors.values():
             for k, v in protector.counters.items():
                 result[f"sent_{k}"] = result.get(f"sent_{k}", 0) + v

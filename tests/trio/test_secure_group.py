@@ -379,3 +379,37 @@ async def test_tesla_without_synchronized_clocks_through_the_api(
                 assert stats["auth_failures"] == 0
                 assert stats["sec_time_synchronised"] == 1
             assert ctl.stats()["time_requests"] >= 2  # the reader and the writer
+
+
+@pytest.mark.parametrize("auth", ["tesla", "emss"])
+async def test_the_last_messages_verify_when_the_sender_closes_at_once(
+    creds: ControllerCredentials, tmp_path: pathlib.Path, auth: str
+) -> None:
+    """TESLA discloses a key ``lag`` intervals after its interval and EMSS signs the tail at
+    its deadline: a sender that ends its stream right after its last message must first
+    send those packets, or receivers cannot verify the tail and iteration ends without it."""
+    network = rmsec.io.memory(seed=12)
+    options: dict[str, Any] = {"interval": 0.02, "rtt": 0.1} if auth == "tesla" else {}
+    config = group_config(tmp_path, creds).replace(source_auth=auth, source_auth_options=options)
+    sent = [b"%s %d" % (auth.encode(), i) for i in range(40)]
+    read: list[bytes] = []
+    with trio.fail_after(30):
+        async with open_controller(config, tls=creds, network=network) as ctl:
+            ann = ctl.announcement
+            async with api.open_receiver(ann, network=network,
+                                         credentials=member_creds(creds, "reader")) as rx, \
+                    trio.open_nursery() as nursery:
+
+                async def reader() -> None:
+                    async for message in rx:
+                        read.append(message.data)
+
+                nursery.start_soon(reader)
+                async with api.open_sender(ann, network=network,
+                                           credentials=member_creds(creds, "writer")) as sender:
+                    tx = cast(SecureSenderChannel, sender)
+                    await tx.wait_epoch(ctl.epoch)
+                    for data in sent:
+                        await tx.send(data)
+                # the sender's block ended at once after the burst: its stream is closed
+    assert read == sent
