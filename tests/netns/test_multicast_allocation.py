@@ -6,13 +6,9 @@ recv|send`` as separate processes inside a network namespace this test creates a
 from __future__ import annotations
 
 import ipaddress
-import os
-import shutil
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,25 +24,6 @@ from tests.udp.test_cli_roles import GROUP_TOML, make_group, run_group
 pytestmark = pytest.mark.netns
 
 RANGE, PORTS = "239.192.77.0/24", (45000, 45099)
-
-
-@pytest.fixture
-def netns() -> Iterator[str]:
-    if sys.platform != "linux" or os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.skip("needs Linux, root and the ip command (iproute2)")
-    name = f"rmsec-a-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot create a network namespace: {made.stderr.strip()}")
-    try:
-        for command in (
-            ["ip", "-n", name, "link", "set", "lo", "up"],
-            ["ip", "-n", name, "route", "add", "224.0.0.0/4", "dev", "lo"],
-        ):
-            subprocess.run(command, check=True, capture_output=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], capture_output=True)
 
 
 def test_allocated_address_reaches_every_member(netns: str, tmp_path: Path) -> None:

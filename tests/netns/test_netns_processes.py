@@ -9,63 +9,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.processes import wait_for_files
 
 pytestmark = pytest.mark.netns
 
 RECEIVERS = 5
 #: Bound on every wait in this file, in seconds.
 LIMIT = 60.0
-
-
-def _can_use_netns() -> str | None:
-    if sys.platform != "linux":
-        return "network namespaces are Linux only"
-    if os.geteuid() != 0:
-        return "needs root"
-    if shutil.which("ip") is None:
-        return "needs the ip command (iproute2)"
-    return None
-
-
-@pytest.fixture
-def netns() -> Iterator[str]:
-    reason = _can_use_netns()
-    if reason:
-        pytest.skip(reason)
-    name = f"rmsec-t-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot create a network namespace: {made.stderr.strip()}")
-    try:
-        for command in (
-            ["ip", "-n", name, "link", "set", "lo", "up"],
-            ["ip", "-n", name, "route", "add", "224.0.0.0/4", "dev", "lo"],
-        ):
-            subprocess.run(command, check=True, capture_output=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], capture_output=True)
-
-
-def _wait_for(paths: list[Path], procs: list[subprocess.Popen[str]]) -> None:
-    deadline = time.monotonic() + LIMIT
-    while not all(p.exists() for p in paths):
-        for proc in procs:
-            if proc.poll() is not None:
-                _, err = proc.communicate()
-                raise AssertionError(f"{proc.args} exited early ({proc.returncode}): {err}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {[str(p) for p in paths]}")
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("network", ["ip_multicast", "udp"])
@@ -103,16 +59,16 @@ def test_processes_in_a_namespace(netns: str, network: str, tmp_path: Path) -> N
             "--max-children",
             "3",
         )
-        _wait_for([announce], procs)
+        wait_for_files([announce], procs, LIMIT)
         head_ready = tmp_path / "head.ready"
         head = spawn("head", "--ready", str(head_ready), "--seed", "2", "--loss", "0.05")
-        _wait_for([head_ready], procs)
+        wait_for_files([head_ready], procs, LIMIT)
         ready = [tmp_path / f"rx{i}.ready" for i in range(RECEIVERS)]
         receivers = [
             spawn("receiver", "--ready", str(r), "--seed", str(10 + i), "--loss", "0.05")
             for i, r in enumerate(ready)
         ]
-        _wait_for(ready, procs)
+        wait_for_files(ready, procs, LIMIT)
         go.touch()
         out, err = sender.communicate(timeout=LIMIT)
         assert sender.returncode == 0, err

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 
 from rmsec import credentials
+from tests.processes import wait_for_files
 
 pytestmark = pytest.mark.udp
 
@@ -41,18 +41,6 @@ announcement = "group.ann"
 kind = "udp"
 host = "127.0.0.1"
 """
-
-
-def _wait_for(paths: list[Path], procs: list[subprocess.Popen[str]]) -> None:
-    deadline = time.monotonic() + LIMIT
-    while not all(p.exists() for p in paths):
-        for proc in procs:
-            if proc.poll() is not None:
-                _, err = proc.communicate()
-                raise AssertionError(f"{proc.args} exited early ({proc.returncode}): {err}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {[str(p) for p in paths]}")
-        time.sleep(0.05)
 
 
 def make_group(directory: Path, members: list[str], toml: str = GROUP_TOML) -> Path:
@@ -90,14 +78,14 @@ def run_group(
     (directory / "data.bin").write_bytes(data)
     try:
         controller = spawn("controller", str(config), "--duration", str(LIMIT), "--json")
-        _wait_for([announcement], procs)
+        wait_for_files([announcement], procs, LIMIT)
         head = spawn("head", str(announcement), "--name", "head0", "--ready", "head.ready",
                      "--duration", str(LIMIT), *member)
-        _wait_for([directory / "head.ready"], procs)
+        wait_for_files([directory / "head.ready"], procs, LIMIT)
         rx = [spawn("recv", str(announcement), "--name", f"rx{i}", "--ready", f"rx{i}.ready",
                     "--json", "--output", f"rx{i}.out", "--duration", str(LIMIT), *member)
               for i in range(receivers)]
-        _wait_for([directory / f"rx{i}.ready" for i in range(receivers)], procs)
+        wait_for_files([directory / f"rx{i}.ready" for i in range(receivers)], procs, LIMIT)
         if on_ready is not None:
             on_ready()
         sender = spawn("send", str(announcement), "--name", "tx", "--file", "data.bin",
