@@ -446,31 +446,9 @@ def merkle_climb(
     because leaves and inner nodes are domain separated.  Returns the nodes computed (the last
     is the root or the known node), or ``None`` when the path does not fit ``index``/``count``.
     """
-    if not 0 <= index < count:
-        return None
-    fn, sn = index, count - 1
-    r = leaf
-    nodes = [r]
-    if r in known:
-        return nodes
-    sha = hashlib.sha256
-    for p in path:
-        if sn == 0:
-            return None
-        if fn & 1 or fn == sn:
-            r = sha(b"\x01" + p + r).digest()[:length]
-            if not fn & 1:
-                while fn & 1 == 0 and fn != 0:
-                    fn >>= 1
-                    sn >>= 1
-        else:
-            r = sha(b"\x01" + r + p).digest()[:length]
-        fn >>= 1
-        sn >>= 1
-        nodes.append(r)
-        if r in known:
-            return nodes
-    return nodes if sn == 0 else None
+    if any(len(p) != length for p in path):
+        return None  # every node is a hash truncated to ``length``: no path of others fits
+    return merkle_climb_packed(leaf, index, count, b"".join(path), length, length, known)
 
 
 def merkle_climb_packed(

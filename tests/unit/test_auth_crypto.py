@@ -129,7 +129,8 @@ def test_mac_key_is_hmac_sha256(key_len: int) -> None:
 )
 def test_packed_climb_is_the_same_climb(index: int, count: int, path: list[bytes], known_at: int) -> None:
     """merkle_climb_packed reads the path where a canonical trailer holds it (one CBOR head
-    before each node) and must climb exactly as merkle_climb does."""
+    before each node): it must climb exactly as over the bare nodes (merkle_climb, whose
+    roots the tests above check against MerkleBatch's)."""
     leaf = bytes(16)
     full = authcrypto.merkle_climb(leaf, index, count, path, 16)
     known = {full[min(known_at, len(full) - 1)]} if full else set()
